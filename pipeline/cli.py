@@ -1,0 +1,109 @@
+"""``segpipe``: one subcommand per pipeline stage. Each takes ``-c/--config FILE`` (repeatable; later
+files overlay earlier ones) and trailing dotted overrides ``section.key=value``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.config import PipelineConfig, load_config
+from pipeline.errors import ConfigError, SegPipeError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Medical volumetric segmentation pipeline."
+)
+
+ConfigOption = Annotated[
+    Optional[list[Path]],  # noqa: UP045 - typer needs Optional here
+    typer.Option("-c", "--config", help="YAML config file(s); default configs/params.yaml"),
+]
+OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="overrides: section.key=value ...")]  # noqa: UP045
+
+
+def _fail(message: str, code: int) -> None:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def stage(func: Callable) -> Callable:
+    """Turn project errors into a clear message on stderr and a non-zero exit code (2 for config errors)."""
+
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            _fail(f"error: {exc}", 2)
+        except SegPipeError as exc:
+            _fail(f"error: {exc}", 1)
+
+    return wrapper
+
+
+def _load(config: list[Path] | None, overrides: list[str] | None) -> PipelineConfig:
+    bad = [o for o in overrides or [] if "=" not in o]
+    if bad:
+        raise ConfigError(f"unexpected argument(s) {bad}: overrides take the form section.key=value")
+    return load_config(config, overrides)
+
+
+@app.command()
+@stage
+def synth(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
+    """Generate the phantom CT dataset (MSD layout + unlabeled scans) into synth.out_dir."""
+    from pipeline.data.phantom import generate_phantom_dataset
+
+    cfg = _load(config, overrides)
+    path = generate_phantom_dataset(cfg.synth, cfg.base.num_workers)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+@stage
+def verify(
+    args: Annotated[Optional[list[str]], typer.Argument(help="[DATASET_DIR] then overrides key=value")] = None,  # noqa: UP045
+    config: ConfigOption = None,
+) -> None:
+    """Check every file of a dataset (default data.root); report all problems; exit 1 on errors."""
+    from pipeline.data.verify import verify_dataset, write_report
+
+    positional = [a for a in args or [] if "=" not in a]
+    if len(positional) > 1:
+        raise ConfigError(f"expected at most one DATASET_DIR, got {positional}")
+    cfg = _load(config, [a for a in args or [] if "=" in a])
+    root = Path(positional[0]) if positional else cfg.data.root
+    report = verify_dataset(root, cfg.verify, cfg.base.num_workers)
+    for problem in report.problems:
+        typer.echo(problem.line(), err=problem.severity == "error")
+    write_report(report, cfg.verify.report)
+    typer.echo(
+        f"verified {len(report.cases)} case(s) in {root}: {len(report.errors)} error(s), "
+        f"{len(report.warnings)} warning(s); report {cfg.verify.report}"
+    )
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+@stage
+def preprocess(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
+    """Reorient, crop, normalise and resample every case of data.root into preprocess.out_dir."""
+    from pipeline.preprocess.run import preprocess_dataset
+
+    cfg = _load(config, overrides)
+    path = preprocess_dataset(cfg)
+    typer.echo(f"wrote {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    """Entry point that also works as ``python -m pipeline``."""
+    app(prog_name="segpipe")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dataset layouts, NIfTI IO with geometry, phantom generator, integrity verification, label registry."""

@@ -1,0 +1,60 @@
+"""The one label registry: id, name, colour and SNOMED CT code, feeding every exporter and report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Colours follow 3D Slicer's GenericAnatomyColors; codes are SNOMED CT concept ids.
+KNOWN_STRUCTURES: dict[str, tuple[tuple[int, int, int], str | None, str]] = {
+    "background": ((0, 0, 0), None, "Background"),
+    "liver": ((221, 130, 101), "10200004", "Liver"),
+    "spleen": ((157, 108, 162), "78961009", "Spleen"),
+    "kidney": ((185, 102, 83), "64033007", "Kidney"),
+    "pancreas": ((249, 180, 111), "15776009", "Pancreas"),
+    "aorta": ((224, 97, 76), "15825003", "Aorta"),
+}
+_FALLBACK_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
+
+
+@dataclass(frozen=True)
+class Label:
+    """One class of a label map."""
+
+    value: int
+    name: str
+    color: tuple[int, int, int]
+    snomed_code: str | None
+    snomed_meaning: str
+
+
+@dataclass(frozen=True)
+class LabelRegistry:
+    """Ordered labels of a dataset; ``labels[0]`` is background (value 0)."""
+
+    labels: tuple[Label, ...]
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[int, str]) -> LabelRegistry:
+        """Build from ``{value: name}``; known anatomy gets Slicer colours and SNOMED codes."""
+        labels = []
+        for value in sorted(mapping):
+            name = mapping[value]
+            color, code, meaning = KNOWN_STRUCTURES.get(
+                name.lower(), (_FALLBACK_PALETTE[value % len(_FALLBACK_PALETTE)], None, name)
+            )
+            labels.append(Label(value, name, color, code, meaning))
+        return cls(tuple(labels))
+
+    @property
+    def values(self) -> set[int]:
+        """The set of declared label values."""
+        return {label.value for label in self.labels}
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background (max value + 1)."""
+        return max(self.values) + 1
+
+    def foreground(self) -> tuple[Label, ...]:
+        """All labels except background."""
+        return tuple(label for label in self.labels if label.value != 0)

@@ -1,0 +1,209 @@
+"""Dataset layouts: Medical Segmentation Decathlon (MSD) and nnU-Net v2 raw, read by one code path.
+
+Both layouts have a ``dataset.json`` at the root. MSD lists files explicitly (``training`` with
+image/label pairs, ``test`` with images, ``modality``, ``labels`` as ``{"id": "name"}``); nnU-Net v2
+names files by convention (``imagesTr/CASE_0000.nii.gz``, ``labelsTr/CASE.nii.gz``, ``channel_names``,
+``labels`` as ``{"name": id}``, ``file_ending``). Our extension, used by the phantoms: an optional
+``unlabeled`` list (MSD) or ``imagesUnlabeled/`` folder (both), and ``labelsTs/`` ground truth for
+test images when present. Hidden files (``._*`` from macOS archives, as in the MSD tarballs) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pipeline.data.labels import LabelRegistry
+from pipeline.data.nifti import nifti_stem
+from pipeline.errors import DatasetError, Problem
+
+Split = Literal["train", "test", "unlabeled"]
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One scan: its image channels, its label (if any) and which split it belongs to."""
+
+    case_id: str
+    images: tuple[Path, ...]
+    label: Path | None
+    split: Split
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset read from disk."""
+
+    root: Path
+    name: str
+    layout: Literal["msd", "nnunetv2"]
+    modalities: tuple[str, ...]
+    labels: LabelRegistry
+    cases: tuple[Case, ...]
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def is_ct(self) -> bool:
+        """True when the first channel is CT (drives intensity normalisation)."""
+        return self.modalities[0].upper() == "CT"
+
+    def split(self, name: Split) -> list[Case]:
+        """Cases of one split, in a stable order."""
+        return [case for case in self.cases if case.split == name]
+
+
+def load_dataset(root: Path, strict: bool = True) -> Dataset:
+    """Read ``root/dataset.json`` (MSD or nnU-Net v2) and list the cases.
+
+    Args:
+        root: dataset folder.
+        strict: raise if any listed or expected file is missing (row F6).
+
+    Returns:
+        The dataset; ``problems`` holds every missing or orphaned file (row F6).
+
+    Raises:
+        DatasetError: no/invalid dataset.json, or (strict) missing/orphaned files, all listed.
+    """
+    root = Path(root)
+    meta = _read_dataset_json(root)
+    if "channel_names" in meta:
+        dataset = _load_nnunetv2(root, meta)
+    elif "training" in meta or "modality" in meta:
+        dataset = _load_msd(root, meta)
+    else:
+        raise DatasetError(
+            [Problem(str(root / "dataset.json"), "F6", "error", "neither MSD ('training') nor nnU-Net v2 ('channel_names')")]
+        )
+    if strict and dataset.problems:
+        raise DatasetError(list(dataset.problems), f"dataset {root} has missing or orphaned files")
+    return dataset
+
+
+def _read_dataset_json(root: Path) -> dict:
+    path = root / "dataset.json"
+    if not root.is_dir():
+        raise DatasetError([Problem(str(root), "F6", "error", "dataset folder does not exist")])
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError([Problem(str(path), "F6", "error", "missing dataset.json")]) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError([Problem(str(path), "F2", "error", f"cannot parse dataset.json: {exc}")]) from None
+    if not isinstance(meta, dict):
+        raise DatasetError([Problem(str(path), "F2", "error", "dataset.json must hold a JSON object")])
+    return meta
+
+
+def _load_msd(root: Path, meta: dict) -> Dataset:
+    json_path = str(root / "dataset.json")
+    modalities = tuple(str(v) for _, v in sorted(meta.get("modality", {"0": "CT"}).items(), key=lambda kv: int(kv[0])))
+    labels = LabelRegistry.from_mapping({int(k): str(v) for k, v in meta.get("labels", {"0": "background"}).items()})
+    problems: list[Problem] = []
+    cases = [
+        Case(nifti_stem(Path(e["image"])), (root / e["image"],), root / e["label"], "train") for e in meta.get("training", [])
+    ]
+    for split, key in (("test", "test"), ("unlabeled", "unlabeled")):
+        for entry in meta.get(key, []):
+            image = root / (entry["image"] if isinstance(entry, dict) else entry)
+            cases.append(Case(nifti_stem(image), (image,), _test_label(root, image) if split == "test" else None, split))
+    for case in cases:
+        problems += _missing(case, json_path)
+    problems += _orphans(
+        root,
+        "imagesTr",
+        {c.images[0].resolve() for c in cases if c.split == "train"},
+        "image without label or dataset.json entry",
+    )
+    problems += _orphans(
+        root,
+        "labelsTr",
+        {c.label.resolve() for c in cases if c.label and c.split == "train"},
+        "label without image or dataset.json entry",
+    )
+    problems += _duplicates(cases, json_path)
+    return Dataset(root, str(meta.get("name", root.name)), "msd", modalities, labels, tuple(cases), tuple(problems))
+
+
+def _load_nnunetv2(root: Path, meta: dict) -> Dataset:
+    json_path = str(root / "dataset.json")
+    ending = str(meta.get("file_ending", ".nii.gz"))
+    channels = sorted(meta["channel_names"].items(), key=lambda kv: int(kv[0]))
+    modalities = tuple(str(v) for _, v in channels)
+    mapping = {}
+    for name, value in meta.get("labels", {"background": 0}).items():
+        if not isinstance(value, int):
+            raise DatasetError(
+                [Problem(json_path, "V4", "error", f"label {name!r}: region-based labels {value!r} are not supported")]
+            )
+        mapping[value] = str(name)
+    labels = LabelRegistry.from_mapping(mapping)
+    problems: list[Problem] = []
+    cases: list[Case] = []
+    for split, folder in (("train", "imagesTr"), ("test", "imagesTs"), ("unlabeled", "imagesUnlabeled")):
+        for case_id in _nnunet_case_ids(root / folder, ending):
+            images = tuple(root / folder / f"{case_id}_{c:04d}{ending}" for c in range(len(channels)))
+            label = root / "labelsTr" / f"{case_id}{ending}" if split == "train" else None
+            if split == "test":
+                label = _test_label(root, images[0], case_id + ending)
+            cases.append(Case(case_id, images, label, split))
+    for case in cases:
+        problems += _missing(case, json_path)
+    expected_labels = {(root / "labelsTr" / f"{c.case_id}{ending}").resolve() for c in cases if c.split == "train"}
+    problems += _orphans(root, "labelsTr", expected_labels, "label without image")
+    declared = meta.get("numTraining")
+    n_train = sum(c.split == "train" for c in cases)
+    if declared is not None and declared != n_train:
+        problems.append(Problem(json_path, "F6", "error", f"numTraining is {declared} but imagesTr holds {n_train} cases"))
+    return Dataset(root, str(meta.get("name", root.name)), "nnunetv2", modalities, labels, tuple(cases), tuple(problems))
+
+
+def _nnunet_case_ids(folder: Path, ending: str) -> list[str]:
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(rf"^(.+)_(\d{{4}}){re.escape(ending)}$")
+    ids = {m.group(1) for p in _visible_files(folder) if (m := pattern.match(p.name))}
+    return sorted(ids)
+
+
+def _test_label(root: Path, image: Path, name: str | None = None) -> Path | None:
+    candidate = root / "labelsTs" / (name or image.name)
+    return candidate if candidate.exists() else None
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _missing(case: Case, json_path: str) -> list[Problem]:
+    paths = [*case.images, *([case.label] if case.label else [])]
+    return [
+        Problem(str(p), "F6", "error", f"listed for case {case.case_id} ({case.split}) in {json_path} but missing", case.case_id)
+        for p in paths
+        if not p.exists()
+    ]
+
+
+def _orphans(root: Path, folder: str, expected: set[Path], what: str) -> list[Problem]:
+    directory = root / folder
+    if not directory.is_dir():
+        return []
+    return [
+        Problem(str(p), "F6", "error", what)
+        for p in _visible_files(directory)
+        if p.name.endswith(NIFTI_ENDINGS) and p.resolve() not in expected
+    ]
+
+
+def _duplicates(cases: list[Case], json_path: str) -> list[Problem]:
+    seen: dict[str, Case] = {}
+    problems = []
+    for case in cases:
+        if case.case_id in seen:
+            problems.append(Problem(json_path, "F6", "error", f"case id {case.case_id!r} appears twice", case.case_id))
+        seen[case.case_id] = case
+    return problems

@@ -1,0 +1,234 @@
+"""NIfTI reading by content (never by suffix) and writing with exact geometry.
+
+Every read is eager: the whole file is decompressed and the voxel data materialised, so a
+truncated or corrupt file is found at verification, not halfway through training.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.errors import InvalidInputError
+from pipeline.io_utils import atomic_path
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a voxel grid lies in the world: a 4x4 RAS+ affine (nibabel convention) and a 3D shape."""
+
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size along each array axis, in mm (column norms of the affine)."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    @property
+    def origin(self) -> np.ndarray:
+        """World (RAS, mm) position of the centre of voxel (0, 0, 0)."""
+        return self.affine[:3, 3].copy()
+
+    @property
+    def direction(self) -> np.ndarray:
+        """3x3 matrix whose columns are the unit world directions of the array axes."""
+        return self.affine[:3, :3] / self.spacing
+
+    def orthonormality_error(self) -> float:
+        """Largest absolute deviation of direction^T @ direction from the identity (0 for a rigid grid)."""
+        d = self.direction
+        return float(np.abs(d.T @ d - np.eye(3)).max())
+
+    def to_json(self) -> dict:
+        """Return a JSON-serialisable dict."""
+        return {"affine": self.affine.tolist(), "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, payload: dict) -> Geometry:
+        """Inverse of :meth:`to_json`."""
+        return cls(np.asarray(payload["affine"], dtype=np.float64), tuple(int(s) for s in payload["shape"]))
+
+
+@dataclass(frozen=True)
+class LoadedNifti:
+    """A fully read NIfTI file."""
+
+    path: Path
+    data: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    compressed: bool
+
+    @property
+    def geometry(self) -> Geometry:
+        """Geometry of the first three (spatial) axes."""
+        return Geometry(self.affine, tuple(int(s) for s in self.data.shape[:3]))
+
+    def suffix_mismatch(self) -> str | None:
+        """Describe a mismatch between the file's suffix and its content (row F3), or ``None``."""
+        named_gz = self.path.name.endswith(".gz")
+        if self.compressed and not named_gz:
+            return "content is gzip-compressed but the name does not end in .gz"
+        if not self.compressed and named_gz:
+            return "content is plain (uncompressed) NIfTI but the name ends in .gz"
+        return None
+
+
+def read_nifti(path: Path, case: str | None = None) -> LoadedNifti:
+    """Read a NIfTI-1/2 file completely, choosing gzip or plain from the bytes, not the suffix.
+
+    Args:
+        path: the file.
+        case: case id for error messages.
+
+    Returns:
+        The data (scaling applied, native dtype kept for integers) with affine and header.
+
+    Raises:
+        InvalidInputError: directory, unreadable, empty, not NIfTI (F2) or truncated/corrupt (F1).
+    """
+    path = Path(path)
+    raw, compressed = _read_bytes(path, case)
+    image_class = _nifti_class(raw, path, case)
+    try:
+        image = image_class.from_bytes(raw)
+    except Exception as exc:  # nibabel raises many types for bad headers
+        raise InvalidInputError(path, f"not a valid NIfTI header ({exc})", case, "F2") from None
+    _check_data_length(image, len(raw), path, case)
+    try:
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:
+        raise InvalidInputError(path, f"cannot decode voxel data ({exc})", case, "F1") from None
+    return LoadedNifti(path, data, np.asarray(image.affine, dtype=np.float64), image.header, compressed)
+
+
+def _read_bytes(path: Path, case: str | None) -> tuple[bytes, bool]:
+    if path.is_dir():
+        raise InvalidInputError(path, "is a directory, not a NIfTI file", case, "F2")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidInputError(path, "file does not exist", case, "F6") from None
+    except OSError as exc:
+        raise InvalidInputError(path, f"cannot read: {exc.strerror}", case, "F2") from None
+    if not raw:
+        raise InvalidInputError(path, "empty file (0 bytes): not a NIfTI file", case, "F2")
+    if not raw.startswith(GZIP_MAGIC):
+        return raw, False
+    try:
+        return gzip.decompress(raw), True
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise InvalidInputError(path, f"truncated or corrupt gzip stream ({len(raw)} bytes on disk): {exc}", case, "F1") from None
+
+
+def _nifti_class(raw: bytes, path: Path, case: str | None) -> type:
+    if len(raw) >= 348 and raw[344:348] in (b"n+1\x00", b"ni1\x00"):
+        if raw[344:348] == b"ni1\x00":
+            raise InvalidInputError(path, "NIfTI header/image pair (.hdr/.img) is not supported", case, "F2")
+        return nib.Nifti1Image
+    if len(raw) >= 540 and raw[4:8] == b"n+2\x00":
+        return nib.Nifti2Image
+    raise InvalidInputError(path, "not a NIfTI file (no NIfTI-1/2 magic in the header)", case, "F2")
+
+
+def _check_data_length(image: nib.Nifti1Image, available: int, path: Path, case: str | None) -> None:
+    header = image.header
+    offset = int(header.get_data_offset())
+    needed = offset + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    if available < needed:
+        raise InvalidInputError(
+            path,
+            f"truncated: header declares shape {tuple(header.get_data_shape())} of "
+            f"{header.get_data_dtype()} ({needed} bytes with the header) but the file holds {available} bytes",
+            case,
+            "F1",
+        )
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, dtype: np.dtype | type | None = None) -> None:
+    """Write a NIfTI file atomically with qform and sform both set to ``affine`` (code 1, mm).
+
+    The header carries no free text (``descrip``, ``aux_file``, ``intent_name`` are empty), so
+    nothing beyond geometry and voxel values leaves the pipeline.
+    """
+    array = np.asarray(data, dtype=dtype) if dtype is not None else np.asarray(data)
+    image = nib.Nifti1Image(array, affine)
+    header = image.header
+    header.set_xyzt_units("mm", "sec")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    header["descrip"] = b""
+    header["aux_file"] = b""
+    header["intent_name"] = b""
+    with atomic_path(Path(path)) as tmp:
+        nib.save(image, tmp)
+
+
+def nifti_stem(path: Path) -> str:
+    """Return the file name without ``.nii`` / ``.nii.gz``."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def squeeze_to_3d(loaded: LoadedNifti, case: str | None = None) -> np.ndarray:
+    """Return the data as a 3D volume, squeezing a singleton 4th axis (row G8).
+
+    Raises:
+        InvalidInputError: 2D data, a singleton spatial axis, or a non-singleton 4th axis.
+    """
+    data = loaded.data
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3 or min(data.shape) < 2:
+        raise InvalidInputError(
+            loaded.path, f"expected a 3D volume (x, y, z) with every axis > 1, got shape {loaded.data.shape}", case, "G8"
+        )
+    return data
+
+
+def check_integer_labels(loaded: LoadedNifti, case: str | None = None) -> None:
+    """Accept float label storage only when every value is an exact integer (row V2).
+
+    Raises:
+        InvalidInputError: NaN/Inf (V1) or non-integer values (V3), with examples.
+    """
+    data = loaded.data
+    if not np.issubdtype(data.dtype, np.floating):
+        return
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise InvalidInputError(loaded.path, f"{int((~finite).sum())} NaN/Inf voxels in a label map", case, "V1")
+    fractional = data[data != np.rint(data)]
+    if fractional.size:
+        examples = ", ".join(repr(float(v)) for v in np.unique(fractional)[:5])
+        raise InvalidInputError(loaded.path, f"non-integer label values in {fractional.size} voxels, e.g. {examples}", case, "V3")
+
+
+def label_array(loaded: LoadedNifti, declared: set[int], case: str | None = None) -> np.ndarray:
+    """Return a label map as a 3D uint8 array after checking its values.
+
+    Raises:
+        InvalidInputError: bad shape (G8), NaN/Inf (V1), non-integer (V3) or undeclared values (V4).
+    """
+    data = squeeze_to_3d(loaded, case)
+    check_integer_labels(loaded, case)
+    found = {int(v) for v in np.unique(data)}
+    if not found <= declared:
+        raise InvalidInputError(
+            loaded.path,
+            f"label values {sorted(found - declared)} are not declared; expected {sorted(declared)}, found {sorted(found)}",
+            case,
+            "V4",
+        )
+    return data.astype(np.uint8)

@@ -1,0 +1,1 @@
+"""Preprocessing: orientation to RAS, cropping, resampling, intensity normalisation, and the record that inverts them."""

@@ -1,0 +1,186 @@
+"""Orientation, cropping and resampling of voxel arrays, and their exact inverse.
+
+Conventions (documented in the README):
+* arrays are indexed like their affine: (x, y, z) for volumes, (C, x, y, z) for channel stacks;
+* orientation to RAS uses nibabel's orientation transforms (flips and axis swaps only, so it is
+  exact and invertible; an oblique grid keeps its rotation, as in MONAI's ``Orientation``);
+* resampling is done by SimpleITK in the voxel frame: the new grid covers the same field of view,
+  corner-aligned (first voxel edge on first voxel edge), at exactly the target spacing, with
+  nearest-voxel extrapolation past the far edge. The preprocessed affine is computed exactly from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel.orientations as nio
+import numpy as np
+import SimpleITK as sitk
+
+RAS_ORNT = nio.axcodes2ornt(("R", "A", "S"))
+_INTERPOLATORS = {"nearest": sitk.sitkNearestNeighbor, "linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}
+
+
+@dataclass(frozen=True)
+class CaseGeometryRecord:
+    """Everything needed to map a preprocessed array back onto the original scan's grid."""
+
+    original_affine: np.ndarray
+    original_shape: tuple[int, int, int]
+    to_ras: np.ndarray  # nibabel ornt transform from the original axes to RAS axes
+    crop_start: tuple[int, int, int]  # in RAS-oriented voxel indices
+    crop_stop: tuple[int, int, int]
+    source_spacing: tuple[float, float, float]  # RAS-oriented spacing before resampling
+    target_spacing: tuple[float, float, float]
+    preprocessed_shape: tuple[int, int, int]
+    preprocessed_affine: np.ndarray
+
+    @property
+    def cropped_shape(self) -> tuple[int, int, int]:
+        """Shape of the RAS-oriented crop before resampling."""
+        return tuple(b - a for a, b in zip(self.crop_start, self.crop_stop))
+
+    @property
+    def ras_shape(self) -> tuple[int, int, int]:
+        """Shape of the whole original volume after reorientation to RAS."""
+        return tuple(int(s) for s in nio.apply_orientation(np.empty(self.original_shape, dtype=bool), self.to_ras).shape)
+
+    def to_json(self) -> dict:
+        """JSON form (floats written with full precision, so the round trip is exact)."""
+        return {
+            "original_affine": self.original_affine.tolist(),
+            "original_shape": list(self.original_shape),
+            "to_ras": self.to_ras.tolist(),
+            "crop_start": list(self.crop_start),
+            "crop_stop": list(self.crop_stop),
+            "source_spacing": list(self.source_spacing),
+            "target_spacing": list(self.target_spacing),
+            "preprocessed_shape": list(self.preprocessed_shape),
+            "preprocessed_affine": self.preprocessed_affine.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, payload: dict) -> CaseGeometryRecord:
+        """Inverse of :meth:`to_json`."""
+        ints = lambda key: tuple(int(v) for v in payload[key])  # noqa: E731
+        floats = lambda key: tuple(float(v) for v in payload[key])  # noqa: E731
+        return cls(
+            np.asarray(payload["original_affine"], dtype=np.float64),
+            ints("original_shape"),
+            np.asarray(payload["to_ras"], dtype=np.float64),
+            ints("crop_start"),
+            ints("crop_stop"),
+            floats("source_spacing"),
+            floats("target_spacing"),
+            ints("preprocessed_shape"),
+            np.asarray(payload["preprocessed_affine"], dtype=np.float64),
+        )
+
+
+def reorient_to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flip/permute the spatial axes of ``array`` (x, y, z[, ...]) so they run closest to R, A, S.
+
+    Returns:
+        (reoriented array, its affine, the ornt transform that was applied).
+    """
+    transform = nio.ornt_transform(nio.io_orientation(affine), RAS_ORNT)
+    reoriented = nio.apply_orientation(array, transform)
+    new_affine = affine @ nio.inv_ornt_aff(transform, array.shape[:3])
+    return reoriented, new_affine, transform
+
+
+def undo_reorientation(array: np.ndarray, to_ras: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`reorient_to_ras` for a spatial array (x, y, z)."""
+    return nio.apply_orientation(array, _invert_ornt(to_ras))
+
+
+def _invert_ornt(transform: np.ndarray) -> np.ndarray:
+    inverse = np.zeros_like(transform)
+    for src_axis, (dst_axis, flip) in enumerate(transform):
+        inverse[int(dst_axis)] = (src_axis, flip)
+    return inverse
+
+
+def bounding_box(mask: np.ndarray, margin: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Bounding box (start, stop) of ``mask`` grown by ``margin`` voxels per axis; whole array if empty."""
+    if not mask.any():
+        return (0, 0, 0), tuple(int(s) for s in mask.shape)
+    start, stop = [], []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        start.append(int(max(0, hits[0] - margin[axis])))
+        stop.append(int(min(mask.shape[axis], hits[-1] + 1 + margin[axis])))
+    return tuple(start), tuple(stop)
+
+
+def resampled_shape(shape: tuple[int, ...], source_spacing, target_spacing) -> tuple[int, int, int]:
+    """Number of voxels covering the same field of view at the target spacing (at least 1)."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, source_spacing, target_spacing))
+
+
+def resample_volume(volume: np.ndarray, source_spacing, target_spacing, target_shape, interpolation: str) -> np.ndarray:
+    """Resample a spatial (x, y, z) or channel-first (C, x, y, z) array between corner-aligned grids.
+
+    Args:
+        volume: array to resample.
+        source_spacing, target_spacing: voxel sizes (mm) along x, y, z.
+        target_shape: output spatial shape.
+        interpolation: ``nearest``, ``linear`` or ``bspline``.
+
+    Returns:
+        The resampled array (float32 unless nearest, which keeps the dtype).
+    """
+    channels = volume.ndim == 4
+    array = np.moveaxis(volume, 0, -1) if channels else volume
+    if interpolation != "nearest":
+        array = array.astype(np.float32, copy=False)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0, 3) if channels else array.T), isVector=channels)
+    image.SetSpacing([float(s) for s in source_spacing])
+    origin = [0.5 * (float(t) - float(s)) for s, t in zip(source_spacing, target_spacing)]
+    out = sitk.Resample(
+        image,
+        [int(n) for n in target_shape],
+        sitk.Transform(),
+        _INTERPOLATORS[interpolation],
+        origin,
+        [float(t) for t in target_spacing],
+        np.eye(3).ravel().tolist(),
+        0.0,
+        image.GetPixelID(),
+        True,
+    )
+    result = sitk.GetArrayFromImage(out)
+    if channels and result.ndim == 3:  # SimpleITK returns a scalar image for one component
+        result = result[..., None]
+    return np.moveaxis(result.transpose(2, 1, 0, 3), -1, 0) if channels else result.T
+
+
+def crop_resampled_affine(ras_affine: np.ndarray, crop_start, source_spacing, target_spacing) -> np.ndarray:
+    """Exact affine of the resampled crop: index j maps to crop index j*r + (r-1)/2 with r = target/source."""
+    shift = np.eye(4)
+    shift[:3, 3] = crop_start
+    ratio = np.asarray(target_spacing, dtype=np.float64) / np.asarray(source_spacing, dtype=np.float64)
+    scale = np.eye(4)
+    scale[:3, :3] = np.diag(ratio)
+    scale[:3, 3] = 0.5 * (ratio - 1.0)
+    return ras_affine @ shift @ scale
+
+
+def restore_probabilities(probabilities: np.ndarray, record: CaseGeometryRecord) -> np.ndarray:
+    """Map channel-first class probabilities (C, x, y, z) on the preprocessed grid to the original grid.
+
+    Outside the crop, background (channel 0) gets probability 1. Returns (C, *original_shape) float32.
+    """
+    cropped = resample_volume(probabilities, record.target_spacing, record.source_spacing, record.cropped_shape, "linear")
+    full = np.zeros((probabilities.shape[0], *record.ras_shape), dtype=np.float32)
+    full[0] = 1.0
+    box = tuple(slice(a, b) for a, b in zip(record.crop_start, record.crop_stop))
+    full[(slice(None), *box)] = cropped
+    return np.stack([undo_reorientation(channel, record.to_ras) for channel in full])
+
+
+def restore_label_map(label: np.ndarray, record: CaseGeometryRecord, num_classes: int) -> np.ndarray:
+    """Map a preprocessed label map back to the original grid (one-hot, linear, argmax) as uint8."""
+    one_hot = np.stack([(label == c).astype(np.float32) for c in range(num_classes)])
+    return restore_probabilities(one_hot, record).argmax(axis=0).astype(np.uint8)
