@@ -7,28 +7,30 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from pipeline.data.layout import Case, Dataset
-from pipeline.data.nifti import read_nifti
+from pipeline.errors import DatasetError, InvalidInputError, Problem
 from pipeline.preprocess.geometry import reorient_to_ras
 from pipeline.preprocess.intensity import IntensityStats
+from pipeline.preprocess.reading import read_case
 
 
-def case_fingerprint(case: Case, num_classes: int, samples: int, seed: int, body_threshold: float) -> dict:
-    """Read one labelled case; return its RAS spacing, shape, class voxel counts and sampled foreground intensities.
+def case_fingerprint(case: Case, declared: set[int], samples: int, seed: int, body_threshold: float) -> dict:
+    """Read one case; return its RAS spacing, shape, class voxel counts and sampled foreground intensities.
 
-    Cases without foreground contribute body voxels (above ``body_threshold``) instead, flagged as such.
+    Cases without a label contribute body voxels (above ``body_threshold``) instead.
+
+    Raises:
+        InvalidInputError: as :func:`pipeline.preprocess.reading.read_case`.
     """
-    image = read_nifti(case.images[0], case.case_id)
-    _, ras_affine, _ = reorient_to_ras(image.data, image.affine)
+    image, affine, label = read_case(case, declared)
+    _, ras_affine, _ = reorient_to_ras(image[0], affine)
     result = {
         "case_id": case.case_id,
         "spacing": np.linalg.norm(ras_affine[:3, :3], axis=0).tolist(),
-        "shape": list(image.data.shape[:3]),
+        "shape": list(image.shape[1:]),
     }
-    values = image.data
-    if case.label is not None:
-        label = read_nifti(case.label, case.case_id).data
-        counts = np.bincount(np.rint(label).astype(np.int64).ravel().clip(0), minlength=num_classes)[:num_classes]
-        result["class_voxels"] = counts.tolist()
+    values = image[0]
+    if label is not None:
+        result["class_voxels"] = np.bincount(label.ravel(), minlength=max(declared) + 1).tolist()
         foreground = values[label > 0]
     else:
         foreground = values[values > body_threshold]
@@ -39,24 +41,37 @@ def case_fingerprint(case: Case, num_classes: int, samples: int, seed: int, body
     return result
 
 
-def compute_fingerprint(dataset: Dataset, percentiles, samples: int, seed: int, body_threshold: float, num_workers: int) -> dict:
+def compute_fingerprint(
+    dataset: Dataset, percentiles, samples: int, seed: int, body_threshold: float, num_workers: int
+) -> tuple[dict, list[Problem]]:
     """Fingerprint the training cases of ``dataset`` (or every case if none is labelled).
 
     Returns:
-        A JSON-ready dict: per-case spacing/shape, median spacing, class voxel fractions and
-        intensity statistics (mean, std, percentiles) of foreground voxels.
+        (fingerprint, problems): a JSON-ready dict with per-case spacing/shape, median spacing, class
+        voxel fractions and foreground intensity statistics; and one problem per unreadable case.
+
+    Raises:
+        DatasetError: when no case at all could be read.
     """
     cases = dataset.split("train") or list(dataset.cases)
-    n_classes = dataset.labels.num_classes
-    jobs = [(c, n_classes, samples, seed + i, body_threshold) for i, c in enumerate(cases)]
+    declared = set(dataset.labels.values)
+    jobs = [(c, declared, samples, seed + i, body_threshold) for i, c in enumerate(cases)]
     if num_workers > 0 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=num_workers) as pool:
-            per_case = list(pool.map(_run, jobs))
+            outcomes = list(pool.map(_run, jobs))
     else:
-        per_case = [_run(job) for job in jobs]
-    all_samples = np.concatenate([c.pop("samples") for c in per_case])
-    stats = IntensityStats.from_samples(all_samples, percentiles)
-    totals = np.sum([c.get("class_voxels", [0] * n_classes) for c in per_case], axis=0)
+        outcomes = [_run(job) for job in jobs]
+    per_case = [o for o in outcomes if isinstance(o, dict)]
+    problems = [o for o in outcomes if isinstance(o, Problem)]
+    if not per_case:
+        raise DatasetError(problems, "no case could be read for the fingerprint")
+    return _summarise(dataset, per_case, percentiles), problems
+
+
+def _summarise(dataset: Dataset, per_case: list[dict], percentiles) -> dict:
+    n_classes = dataset.labels.num_classes
+    stats = IntensityStats.from_samples(np.concatenate([c.pop("samples") for c in per_case]), percentiles)
+    totals = np.sum([c.get("class_voxels", [0] * n_classes)[:n_classes] for c in per_case], axis=0)
     spacings = np.array([c["spacing"] for c in per_case])
     return {
         "num_cases": len(per_case),
@@ -73,5 +88,8 @@ def compute_fingerprint(dataset: Dataset, percentiles, samples: int, seed: int, 
     }
 
 
-def _run(job) -> dict:
-    return case_fingerprint(*job)
+def _run(job) -> dict | Problem:
+    try:
+        return case_fingerprint(*job)
+    except InvalidInputError as exc:
+        return Problem(str(exc.path), exc.code or "F2", "error", exc.reason, job[0].case_id)

@@ -131,29 +131,28 @@ def resample_volume(volume: np.ndarray, source_spacing, target_spacing, target_s
     Returns:
         The resampled array (float32 unless nearest, which keeps the dtype).
     """
-    channels = volume.ndim == 4
-    array = np.moveaxis(volume, 0, -1) if channels else volume
-    if interpolation != "nearest":
-        array = array.astype(np.float32, copy=False)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0, 3) if channels else array.T), isVector=channels)
-    image.SetSpacing([float(s) for s in source_spacing])
-    origin = [0.5 * (float(t) - float(s)) for s, t in zip(source_spacing, target_spacing)]
+    if volume.ndim == 4:
+        return np.stack([resample_volume(c, source_spacing, target_spacing, target_shape, interpolation) for c in volume])
+    array = np.ascontiguousarray(volume if interpolation == "nearest" else volume.astype(np.float32, copy=False))
+    # SimpleITK reads a C-ordered (x, y, z) array as an image of size (z, y, x); with an identity
+    # direction the resampling is the same along reversed axes, so pass reversed spacings and skip
+    # two full-volume transposes.
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing([float(s) for s in reversed(source_spacing)])
+    origin = [0.5 * (float(t) - float(s)) for s, t in zip(reversed(source_spacing), reversed(target_spacing))]
     out = sitk.Resample(
         image,
-        [int(n) for n in target_shape],
+        [int(n) for n in reversed(target_shape)],
         sitk.Transform(),
         _INTERPOLATORS[interpolation],
         origin,
-        [float(t) for t in target_spacing],
+        [float(t) for t in reversed(target_spacing)],
         np.eye(3).ravel().tolist(),
         0.0,
         image.GetPixelID(),
         True,
     )
-    result = sitk.GetArrayFromImage(out)
-    if channels and result.ndim == 3:  # SimpleITK returns a scalar image for one component
-        result = result[..., None]
-    return np.moveaxis(result.transpose(2, 1, 0, 3), -1, 0) if channels else result.T
+    return sitk.GetArrayFromImage(out)
 
 
 def crop_resampled_affine(ras_affine: np.ndarray, crop_start, source_spacing, target_spacing) -> np.ndarray:

@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from pipeline.config import PipelineConfig, PreprocessSettings
 from pipeline.data.layout import Case, Dataset, load_dataset
-from pipeline.data.nifti import label_array, read_nifti, squeeze_to_3d
 from pipeline.errors import DatasetError, InvalidInputError, Problem
 from pipeline.io_utils import file_digest, save_npy_atomic, text_digest, write_json_atomic
 from pipeline.preprocess.fingerprint import compute_fingerprint
@@ -34,6 +33,7 @@ from pipeline.preprocess.geometry import (
     resampled_shape,
 )
 from pipeline.preprocess.intensity import IntensityStats, normalise_ct, normalise_mr
+from pipeline.preprocess.reading import read_case
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def preprocess_dataset(cfg: PipelineConfig) -> Path:
     """
     settings = cfg.preprocess
     dataset = load_dataset(cfg.data.root)
-    fingerprint = compute_fingerprint(
+    fingerprint, problems = compute_fingerprint(
         dataset,
         settings.ct_percentiles,
         settings.intensity_samples_per_case,
@@ -69,9 +69,10 @@ def preprocess_dataset(cfg: PipelineConfig) -> Path:
         settings.body_threshold_hu,
         cfg.base.num_workers,
     )
+    failed = {p.case for p in problems}
     plan = make_plan(dataset, settings, fingerprint)
     cases = [c for c in dataset.cases if settings.include_unlabeled or c.split != "unlabeled"]
-    records = _run_cases(cases, plan, cfg.base.num_workers)
+    records = _run_cases([c for c in cases if c.case_id not in failed], plan, cfg.base.num_workers, problems, len(cases))
     _remove_stale(plan.out_dir / "cases", {c.case_id for c in cases})
     write_json_atomic(plan.out_dir / "fingerprint.json", {**fingerprint, "target_spacing": list(plan.target_spacing)})
     return write_manifest(dataset, plan, records)
@@ -100,9 +101,9 @@ def make_plan(dataset: Dataset, settings: PreprocessSettings, fingerprint: dict)
     )
 
 
-def _run_cases(cases: list[Case], plan: Plan, num_workers: int) -> dict[str, dict]:
+def _run_cases(cases: list[Case], plan: Plan, num_workers: int, problems: list[Problem], total: int) -> dict[str, dict]:
+    """Preprocess ``cases``; raise one DatasetError with ``problems`` (earlier ones) plus every new failure."""
     records: dict[str, dict] = {}
-    problems: list[Problem] = []
     progress = tqdm(total=len(cases), desc="preprocess", unit="case", disable=None)
     if num_workers > 0:
         with ProcessPoolExecutor(max_workers=num_workers) as pool:
@@ -114,7 +115,7 @@ def _run_cases(cases: list[Case], plan: Plan, num_workers: int) -> dict[str, dic
             _collect(case, None, records, problems, progress, plan)
     progress.close()
     if problems:
-        raise DatasetError(problems, f"preprocessing failed for {len(problems)} of {len(cases)} case(s)")
+        raise DatasetError(problems, f"preprocessing failed for {len({p.case for p in problems})} of {total} case(s)")
     return records
 
 
@@ -141,8 +142,7 @@ def preprocess_case(case: Case, plan: Plan) -> dict:
     previous = _read_record(case_dir / "record.json")
     if previous and previous["config_digest"] == plan.digest and previous["source_digests"] == digests:
         return previous
-    image, affine = _read_channels(case)
-    label = _read_label(case, image.shape[1:], affine, plan) if case.label else None
+    image, affine, label = read_case(case, set(plan.declared_labels))
     geometry, image, label = _transform(image, affine, label, plan)
     save_npy_atomic(case_dir / "image.npy", image)
     if label is not None:
@@ -165,40 +165,6 @@ def _read_record(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _read_channels(case: Case) -> tuple[np.ndarray, np.ndarray]:
-    channels, affine = [], None
-    for path in case.images:
-        loaded = read_nifti(path, case.case_id)
-        data = squeeze_to_3d(loaded, case.case_id)
-        if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-            raise InvalidInputError(path, f"{int((~np.isfinite(data)).sum())} NaN/Inf voxels", case.case_id, "V1")
-        if channels and (data.shape != channels[0].shape or not np.allclose(loaded.affine, affine, atol=1e-3)):
-            raise InvalidInputError(
-                path,
-                f"channel geometry differs from {case.images[0].name}: shape {data.shape} vs {channels[0].shape}",
-                case.case_id,
-                "G8",
-            )
-        channels.append(data.astype(np.float32))
-        affine = loaded.affine if affine is None else affine
-    return np.stack(channels), affine
-
-
-def _read_label(case: Case, shape: tuple[int, ...], affine: np.ndarray, plan: Plan) -> np.ndarray:
-    loaded = read_nifti(case.label, case.case_id)
-    label = label_array(loaded, set(plan.declared_labels), case.case_id)
-    if label.shape != tuple(shape):
-        raise InvalidInputError(case.label, f"shape {label.shape} differs from image shape {tuple(shape)}", case.case_id, "G1")
-    if not np.allclose(loaded.affine, affine, atol=1e-3):
-        raise InvalidInputError(
-            case.label,
-            f"affine {np.round(loaded.affine, 4).tolist()} differs from image affine {np.round(affine, 4).tolist()}",
-            case.case_id,
-            "G3",
-        )
-    return label
 
 
 def _transform(image: np.ndarray, affine: np.ndarray, label: np.ndarray | None, plan: Plan):

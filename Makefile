@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    -> installs (once) and runs the DVC pipeline on the embedded phantom data
+#   make test   -> installs (once) and runs lint + the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup run test bench clean-venv
+
+setup: $(STAMP)
+
+# torch is installed first and pinned, so pip never resolves a bare `torch` to multi-GB CUDA wheels.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_preprocess.py
+
+clean-venv:
+	rm -rf $(VENV)

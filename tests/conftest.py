@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny phantom datasets and builders of (deliberately broken) MSD datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.config import SynthSettings
+from pipeline.data.phantom import generate_phantom_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_synth_settings(out_dir: Path, **changes) -> SynthSettings:
+    """The real phantom generator shrunk: 64x64 matrix at ~5.4 mm keeps the ~350 mm field of view."""
+    values = dict(
+        out_dir=out_dir,
+        n_labeled=4,
+        n_test=1,
+        n_unlabeled=2,
+        matrix=64,
+        inplane_spacing_mm=(5.2, 5.6),
+        slice_spacing_mm=(8.0, 10.0),
+        z_extent_mm=(200.0, 240.0),
+    )
+    values.update(changes)
+    return SynthSettings(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory) -> Path:
+    """A small phantom dataset (MSD layout), generated once per session. Treat as read-only."""
+    root = tmp_path_factory.mktemp("phantom") / "AbdomenPhantom"
+    generate_phantom_dataset(tiny_synth_settings(root))
+    return root
+
+
+def make_volume(shape=(12, 10, 8), value=0.0, dtype=np.int16) -> np.ndarray:
+    """A simple CT-like volume: air with a soft-tissue block in the middle."""
+    data = np.full(shape, -1000, dtype=np.float64)
+    data[2:-2, 2:-2, 2:-2] = 40 if value == 0.0 else value
+    return data.astype(dtype)
+
+
+def make_label(shape=(12, 10, 8), dtype=np.uint8) -> np.ndarray:
+    """A label with classes 1 and 2 inside the tissue block."""
+    label = np.zeros(shape, dtype=dtype)
+    label[3:6, 3:6, 3:5] = 1
+    label[6:9, 3:6, 3:5] = 2
+    return label
+
+
+def save(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """Save with nibabel (the suffix picks compression), creating folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 3.0, 1.0]) if affine is None else affine), path)
+    return path
+
+
+def write_msd(root: Path, cases: dict[str, tuple[np.ndarray | None, np.ndarray | None]], affine=None) -> Path:
+    """Write an MSD dataset whose training cases are ``{case_id: (image, label)}``; ``None`` skips a file."""
+    training = []
+    for case_id, (image, label) in cases.items():
+        if image is not None:
+            save(root / "imagesTr" / f"{case_id}.nii.gz", image, affine)
+        if label is not None:
+            save(root / "labelsTr" / f"{case_id}.nii.gz", label, affine)
+        training.append({"image": f"./imagesTr/{case_id}.nii.gz", "label": f"./labelsTr/{case_id}.nii.gz"})
+    meta = {
+        "name": "Tiny",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "liver", "2": "spleen"},
+        "numTraining": len(training),
+        "training": training,
+        "test": [],
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two boolean masks (1.0 when both are empty)."""
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)

@@ -1,0 +1,74 @@
+"""MSD and nnU-Net v2 raw layouts are read by one code path; missing files are all listed (F6)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.data.layout import load_dataset
+from pipeline.errors import DatasetError
+from tests.conftest import make_label, make_volume, save, write_msd
+
+
+def test_msd_layout_lists_cases_labels_and_modality(tiny_phantom):
+    dataset = load_dataset(tiny_phantom)
+    assert dataset.layout == "msd" and dataset.is_ct
+    assert [label.name for label in dataset.labels.labels] == ["background", "liver", "spleen", "kidney"]
+    assert len(dataset.split("train")) == 4 and len(dataset.split("test")) == 1 and len(dataset.split("unlabeled")) == 2
+    assert all(c.label is not None for c in dataset.split("train") + dataset.split("test"))
+    assert all(c.label is None for c in dataset.split("unlabeled"))
+
+
+def test_msd_macos_resource_forks_are_ignored(tmp_path):
+    root = write_msd(tmp_path / "Task09", {"spleen_1": (make_volume(), make_label())})
+    (root / "imagesTr" / "._spleen_1.nii.gz").write_bytes(b"\x00\x05\x16\x07")
+    dataset = load_dataset(root)
+    assert [c.case_id for c in dataset.cases] == ["spleen_1"]
+
+
+def test_nnunet_v2_layout_with_two_channels(tmp_path):
+    root = tmp_path / "Dataset001_Tiny"
+    for case in ("a", "b"):
+        for channel in (0, 1):
+            save(root / "imagesTr" / f"{case}_{channel:04d}.nii.gz", make_volume())
+        save(root / "labelsTr" / f"{case}.nii.gz", make_label())
+    save(root / "imagesTs" / "c_0000.nii.gz", make_volume())
+    save(root / "imagesTs" / "c_0001.nii.gz", make_volume())
+    meta = {
+        "channel_names": {"0": "MR", "1": "MR"},
+        "labels": {"background": 0, "tumour": 1},
+        "numTraining": 2,
+        "file_ending": ".nii.gz",
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    dataset = load_dataset(root)
+    assert dataset.layout == "nnunetv2" and not dataset.is_ct
+    assert [(c.case_id, c.split, len(c.images)) for c in dataset.cases] == [
+        ("a", "train", 2),
+        ("b", "train", 2),
+        ("c", "test", 2),
+    ]
+    assert dataset.cases[0].label.name == "a.nii.gz"
+    assert dataset.labels.values == {0, 1}
+
+
+def test_every_missing_or_orphaned_file_is_listed_in_one_error(tmp_path):
+    root = write_msd(
+        tmp_path / "ds",
+        {"ok": (make_volume(), make_label()), "no_label": (make_volume(), None), "no_image": (None, make_label())},
+    )
+    save(root / "labelsTr" / "stray.nii.gz", make_label())
+    with pytest.raises(DatasetError) as err:
+        load_dataset(root)
+    text = str(err.value)
+    assert str(root / "labelsTr" / "no_label.nii.gz") in text
+    assert str(root / "imagesTr" / "no_image.nii.gz") in text
+    assert str(root / "labelsTr" / "stray.nii.gz") in text
+    assert len(err.value.problems) == 3
+    assert {p.code for p in err.value.problems} == {"F6"}
+
+
+def test_missing_dataset_json_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetError, match="missing dataset.json"):
+        load_dataset(tmp_path)

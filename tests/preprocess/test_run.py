@@ -1,0 +1,129 @@
+"""The preprocess stage: outputs, normalisation, resumability, and bad input handled as RELIABILITY.md says."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline.config import PipelineConfig
+from pipeline.errors import DatasetError
+from pipeline.preprocess.intensity import IntensityStats, normalise_ct, normalise_mr
+from pipeline.preprocess.run import preprocess_dataset
+from tests.conftest import make_label, make_volume, write_msd
+
+
+def _cfg(root, out, **preprocess):
+    return PipelineConfig.model_validate(
+        {"base": {"num_workers": 0}, "data": {"root": str(root)}, "preprocess": {"out_dir": str(out), **preprocess}}
+    )
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tiny_phantom, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre")
+    manifest = preprocess_dataset(_cfg(tiny_phantom, out, spacing_mm=[8.0, 8.0, 10.0]))
+    return out, json.loads(manifest.read_text())
+
+
+def test_manifest_arrays_and_fingerprint(preprocessed):
+    out, manifest = preprocessed
+    assert [c["split"] for c in manifest["cases"]].count("train") == 4
+    assert len(manifest["cases"]) == 7
+    assert manifest["labels"] == {"0": "background", "1": "liver", "2": "spleen", "3": "kidney"}
+    for entry in manifest["cases"]:
+        image = np.load(out / entry["image"], mmap_mode="r")
+        record = json.loads((out / entry["record"]).read_text())
+        assert image.dtype == np.float32 and image.ndim == 4 and image.shape[0] == 1
+        assert list(image.shape[1:]) == record["geometry"]["preprocessed_shape"]
+        assert np.isfinite(image).all()
+        if entry["split"] in ("train", "test"):
+            label = np.load(out / entry["label"])
+            assert label.dtype == np.uint8 and label.shape == image.shape[1:]
+            assert set(np.unique(label)) == {0, 1, 2, 3}
+        else:
+            assert "label" not in entry
+    fingerprint = json.loads((out / "fingerprint.json").read_text())
+    assert fingerprint["num_cases"] == 4 and fingerprint["target_spacing"] == [8.0, 8.0, 10.0]
+    assert 80 < fingerprint["intensity"]["mean"] < 140  # foreground is liver/spleen/kidney HU
+    assert sum(fingerprint["class_voxel_fraction"].values()) == pytest.approx(1.0)
+    assert 5.2 <= fingerprint["median_spacing"][0] <= 5.6
+
+
+def test_ct_normalisation_zero_mean_unit_scale_on_foreground(preprocessed):
+    out, manifest = preprocessed
+    values = []
+    for entry in manifest["cases"]:
+        if entry["split"] == "train":
+            image, label = np.load(out / entry["image"])[0], np.load(out / entry["label"])
+            values.append(image[label > 0])
+    values = np.concatenate(values)
+    assert abs(values.mean()) < 0.3 and 0.5 < values.std() < 1.5
+    assert values.min() >= (48 - 200) / 10  # clipped at the low percentile, not raw HU
+
+
+def test_crop_keeps_every_foreground_voxel_and_drops_air(preprocessed, tiny_phantom):
+    out, manifest = preprocessed
+    record = json.loads((out / manifest["cases"][0]["record"]).read_text())["geometry"]
+    crop = np.subtract(record["crop_stop"], record["crop_start"])
+    assert (crop[:2] < np.array(record["original_shape"])[:2]).any()  # air around the body is cropped
+
+
+def test_second_run_skips_unchanged_cases_and_redoes_changed(tiny_phantom, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_phantom, root)
+    out = tmp_path / "pre"
+    preprocess_dataset(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
+    image = out / "cases" / "phantom_000" / "image.npy"
+    first = image.stat().st_mtime_ns
+    preprocess_dataset(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
+    assert image.stat().st_mtime_ns == first
+    preprocess_dataset(_cfg(root, out, spacing_mm=[9.0, 9.0, 10.0]))
+    assert image.stat().st_mtime_ns != first
+
+
+def test_bad_cases_all_reported_and_good_outputs_not_lost(tmp_path):
+    nan_image = make_volume().astype(np.float32)
+    nan_image[1, 1, 1] = np.nan
+    root = write_msd(
+        tmp_path / "ds",
+        {
+            "good": (make_volume(), make_label()),
+            "nan": (nan_image, make_label()),
+            "odd": (make_volume(), make_label((12, 10, 9))),
+        },
+    )
+    out = tmp_path / "pre"
+    with pytest.raises(DatasetError) as err:
+        preprocess_dataset(_cfg(root, out))
+    text = str(err.value)
+    assert "2 of 3 case(s)" in text
+    assert str(root / "imagesTr" / "nan.nii.gz") in text and "NaN" in text
+    assert str(root / "labelsTr" / "odd.nii.gz") in text and "(12, 10, 9)" in text
+    assert not (out / "dataset.json").exists()  # no manifest from a failed run
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_constant_image_normalises_without_nan():
+    stats = IntensityStats(mean=30.0, std=0.0, percentile_low=30.0, percentile_high=30.0)
+    cfg = PipelineConfig().preprocess
+    out = normalise_ct(np.full((4, 4, 4), 30, dtype=np.int16), stats, cfg)
+    assert np.isfinite(out).all() and np.all(out == 0)
+    assert np.all(normalise_mr(np.full((4, 4, 4), 5.0)) == 0)
+
+
+def test_window_normalisation_maps_window_to_unit_interval():
+    cfg = PipelineConfig.model_validate({"preprocess": {"ct_normalisation": "window", "ct_window_hu": [-100, 300]}}).preprocess
+    out = normalise_ct(np.array([-1000, -100, 100, 300, 2000], dtype=np.int16), None, cfg)
+    np.testing.assert_allclose(out, [0.0, 0.0, 0.5, 1.0, 1.0])
+
+
+def test_mr_zscore_over_nonzero_voxels_only():
+    volume = np.zeros((4, 4, 4), dtype=np.float32)
+    volume[1:3, 1:3, 1:3] = np.arange(8).reshape(2, 2, 2) + 10
+    out = normalise_mr(volume)
+    inside = out[1:3, 1:3, 1:3]
+    assert inside.mean() == pytest.approx(0.0, abs=1e-6) and inside.std() == pytest.approx(1.0, abs=1e-5)
+    assert np.all(out[0] == 0)

@@ -1,0 +1,57 @@
+"""The CLI: stages via ``segpipe`` and ``python -m pipeline``, config errors exit 2, data errors exit 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from tests.conftest import tiny_synth_settings
+
+runner = CliRunner()
+
+
+def test_synth_verify_preprocess_through_the_cli(tmp_path):
+    out = tmp_path / "ph"
+    s = tiny_synth_settings(out, n_labeled=2, n_test=1, n_unlabeled=1)
+    overrides = [
+        f"synth.out_dir={out}",
+        "synth.n_labeled=2",
+        "synth.n_test=1",
+        "synth.n_unlabeled=1",
+        "synth.matrix=64",
+        f"synth.inplane_spacing_mm={list(s.inplane_spacing_mm)}",
+        f"synth.slice_spacing_mm={list(s.slice_spacing_mm)}",
+    ]
+    assert runner.invoke(app, ["synth", *overrides]).exit_code == 0
+    result = runner.invoke(app, ["verify", str(out), f"verify.report={tmp_path / 'v.json'}", "base.num_workers=0"])
+    assert result.exit_code == 0, result.output
+    pre = tmp_path / "pre"
+    result = runner.invoke(
+        app,
+        ["preprocess", f"data.root={out}", f"preprocess.out_dir={pre}", "preprocess.spacing_mm=[8,8,10]", "base.num_workers=0"],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((pre / "dataset.json").read_text())["cases"]) == 4
+
+
+def test_unknown_override_key_exits_2_with_key_named():
+    result = runner.invoke(app, ["preprocess", "preprocess.no_such_key=1"])
+    assert result.exit_code == 2
+    assert "unknown key 'preprocess.no_such_key'" in result.output
+
+
+def test_missing_dataset_exits_1_naming_the_folder(tmp_path):
+    result = runner.invoke(app, ["preprocess", f"data.root={tmp_path / 'nowhere'}"])
+    assert result.exit_code == 1
+    assert str(tmp_path / "nowhere") in result.output
+
+
+def test_python_dash_m_entry_point_lists_stages():
+    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    for stage in ("synth", "verify", "preprocess"):
+        assert stage in result.stdout
