@@ -74,7 +74,7 @@ def verify_dataset(root: Path, settings: VerifySettings, num_workers: int = 0) -
     problems = list(dataset.problems)
     summaries = {}
     for case, (case_problems, summary) in zip(dataset.cases, results):
-        problems += [p for p in case_problems if p not in problems]
+        problems += case_problems
         summaries[case.case_id] = summary
     return VerifyReport(Path(root), tuple(problems), summaries)
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from pipeline.data.layout import Case, Dataset
 from pipeline.errors import DatasetError, InvalidInputError, Problem
-from pipeline.preprocess.geometry import reorient_to_ras
+from pipeline.preprocess.geometry import ras_spacing
 from pipeline.preprocess.intensity import IntensityStats
 from pipeline.preprocess.reading import read_case
 
@@ -22,10 +22,9 @@ def case_fingerprint(case: Case, declared: set[int], samples: int, seed: int, bo
         InvalidInputError: as :func:`pipeline.preprocess.reading.read_case`.
     """
     image, affine, label = read_case(case, declared)
-    _, ras_affine, _ = reorient_to_ras(image[0], affine)
     result = {
         "case_id": case.case_id,
-        "spacing": np.linalg.norm(ras_affine[:3, :3], axis=0).tolist(),
+        "spacing": list(ras_spacing(affine)),
         "shape": list(image.shape[1:]),
     }
     values = image[0]

@@ -89,6 +89,16 @@ def reorient_to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, 
     return reoriented, new_affine, transform
 
 
+def ras_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel spacing along the R, A, S-closest axes (the order after :func:`reorient_to_ras`), without touching data."""
+    transform = nio.ornt_transform(nio.io_orientation(affine), RAS_ORNT)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    out = [0.0, 0.0, 0.0]
+    for axis, (target, _) in enumerate(transform):
+        out[int(target)] = float(spacing[axis])
+    return tuple(out)
+
+
 def undo_reorientation(array: np.ndarray, to_ras: np.ndarray) -> np.ndarray:
     """Inverse of :func:`reorient_to_ras` for a spatial array (x, y, z)."""
     return nio.apply_orientation(array, _invert_ornt(to_ras))

@@ -28,6 +28,7 @@ from pipeline.preprocess.geometry import (
     CaseGeometryRecord,
     bounding_box,
     crop_resampled_affine,
+    ras_spacing,
     reorient_to_ras,
     resample_volume,
     resampled_shape,
@@ -174,7 +175,7 @@ def _transform(image: np.ndarray, affine: np.ndarray, label: np.ndarray | None, 
     ras, ras_affine, to_ras = reorient_to_ras(stacked, affine)
     ras = np.moveaxis(ras, -1, 0)
     ras_label = reorient_to_ras(label, affine)[0] if label is not None else None
-    spacing = tuple(float(v) for v in np.linalg.norm(ras_affine[:3, :3], axis=0))
+    spacing = ras_spacing(affine)
     body = ras[0] > s.body_threshold_hu if plan.is_ct else (ras != 0).any(axis=0)
     if ras_label is not None:
         body |= ras_label > 0

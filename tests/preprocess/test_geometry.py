@@ -14,6 +14,7 @@ from pipeline.data.phantom import generate_phantom_dataset
 from pipeline.preprocess.fingerprint import compute_fingerprint
 from pipeline.preprocess.geometry import (
     CaseGeometryRecord,
+    ras_spacing,
     reorient_to_ras,
     resample_volume,
     restore_label_map,
@@ -46,9 +47,7 @@ def test_round_trip_at_native_spacing_is_voxel_exact(tiny_phantom, tmp_path, whi
     dataset = load_dataset(tiny_phantom)
     case = _case(dataset, which)
     original = nib.load(case.label)
-    spacing = tuple(
-        float(s) for s in np.linalg.norm(reorient_to_ras(np.zeros(original.shape), original.affine)[1][:3, :3], axis=0)
-    )
+    spacing = ras_spacing(original.affine)
     plan = _plan(dataset, tmp_path, spacing)
     record = preprocess_case(case, plan)
     geometry = CaseGeometryRecord.from_json(record["geometry"])
@@ -114,6 +113,7 @@ def test_reorientation_is_exactly_invertible_for_flips_and_permutations(codes):
     ras, ras_affine, transform = reorient_to_ras(array, affine)
     assert nib.aff2axcodes(ras_affine) == ("R", "A", "S")
     np.testing.assert_array_equal(undo_reorientation(ras, transform), array)
+    np.testing.assert_allclose(ras_spacing(affine), np.linalg.norm(ras_affine[:3, :3], axis=0))
     # the same voxel value sits at the same world point before and after
     for index in [(0, 0, 0), (4, 5, 6), (2, 3, 1)]:
         world = nib.affines.apply_affine(affine, index)
