@@ -70,7 +70,7 @@ def compute_fingerprint(
 def _summarise(dataset: Dataset, per_case: list[dict], percentiles) -> dict:
     n_classes = dataset.labels.num_classes
     stats = IntensityStats.from_samples(np.concatenate([c.pop("samples") for c in per_case]), percentiles)
-    totals = np.sum([c.get("class_voxels", [0] * n_classes)[:n_classes] for c in per_case], axis=0)
+    totals = np.sum([c.get("class_voxels", [0] * n_classes) for c in per_case], axis=0)
     spacings = np.array([c["spacing"] for c in per_case])
     return {
         "num_cases": len(per_case),
