@@ -1,0 +1,94 @@
+"""The U-Net of Ronneberger et al. (2015), 2D, with configurable widths and depth.
+
+Differences from the paper, chosen for segmentation of resampled CT slices: 'same' padding (so
+the output has the input's shape and sliding windows tile exactly) and batch normalisation after
+each convolution (as in the issue and nnU-Net). The contracting path lives in ``encoder`` and the
+expanding path in ``decoder`` so autoencoders can share and transfer the encoder weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _norm2d(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.Identity()
+
+
+class DoubleConv2d(nn.Sequential):
+    """Two 3x3 convolutions, each followed by normalisation and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "batch") -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            _norm2d(norm, out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            _norm2d(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNetEncoder2d(nn.Module):
+    """Contracting path: a double convolution per level, 2x2 max pooling between levels.
+
+    ``forward`` returns the feature map of every level, finest first (the last is the bottleneck).
+    """
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...], norm: str = "batch") -> None:
+        super().__init__()
+        self.widths = tuple(widths)
+        chans = (in_channels, *widths)
+        self.levels = nn.ModuleList(DoubleConv2d(chans[i], chans[i + 1], norm) for i in range(len(widths)))
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for i, level in enumerate(self.levels):
+            x = level(x if i == 0 else self.pool(x))
+            features.append(x)
+        return features
+
+
+class UNetDecoder2d(nn.Module):
+    """Expanding path: 2x2 transposed convolution, concatenation with the skip, double convolution."""
+
+    def __init__(self, widths: tuple[int, ...], norm: str = "batch") -> None:
+        super().__init__()
+        rev = tuple(reversed(widths))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(rev[i], rev[i + 1], 2, stride=2) for i in range(len(rev) - 1))
+        self.convs = nn.ModuleList(DoubleConv2d(2 * rev[i + 1], rev[i + 1], norm) for i in range(len(rev) - 1))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for up, conv, skip in zip(self.ups, self.convs, reversed(features[:-1])):
+            x = conv(torch.cat([skip, up(x)], dim=1))
+        return x
+
+
+class UNet2d(nn.Module):
+    """2D U-Net: encoder, decoder and a 1x1 convolution to class logits.
+
+    Args:
+        in_channels: input channels (1 for CT, 2k+1 for 2.5D with k neighbouring slices each side).
+        num_classes: output channels (background included).
+        widths: features per level, finest first; the input size must be divisible by 2**(len-1).
+        norm: ``batch`` (paper-style U-Net with BN), ``instance`` or ``none``.
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, widths: tuple[int, ...] = (32, 64, 128, 256, 512), norm: str = "batch"
+    ):
+        super().__init__()
+        self.encoder = UNetEncoder2d(in_channels, widths, norm)
+        self.decoder = UNetDecoder2d(widths, norm)
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.divisor = 2 ** (len(widths) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.decoder(self.encoder(x)))
