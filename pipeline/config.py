@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -100,6 +100,124 @@ class PreprocessSettings(Section):
         return self
 
 
+class UNet2dSettings(Section):
+    """2D U-Net (Ronneberger et al.) trained on axial slices; 2.5D when ``context_slices`` > 0."""
+
+    name: Literal["unet2d"] = "unet2d"
+    widths: tuple[int, ...] = Field((32, 64, 128, 256, 512), min_length=2)
+    norm: Literal["batch", "instance", "none"] = "batch"
+    context_slices: int = Field(0, ge=0, description="neighbouring slices each side stacked as channels (2.5D)")
+
+    @property
+    def spatial_dims(self) -> int:
+        return 2
+
+
+class VNet3dSettings(Section):
+    """3D V-Net (Milletari et al.) with configurable widths (paper: 16..256, 5x5x5 kernels)."""
+
+    name: Literal["vnet3d"] = "vnet3d"
+    widths: tuple[int, ...] = Field((16, 32, 64, 128, 256), min_length=2)
+    convs: tuple[int, ...] = (1, 2, 3, 3, 3)
+    kernel_size: int = Field(5, ge=1)
+    norm: Literal["batch", "instance", "none"] = "batch"
+
+    @property
+    def spatial_dims(self) -> int:
+        return 3
+
+    @property
+    def context_slices(self) -> int:
+        return 0
+
+    @model_validator(mode="after")
+    def _check(self) -> VNet3dSettings:
+        if len(self.convs) != len(self.widths):
+            raise ValueError(f"convs {list(self.convs)} needs one entry per width {list(self.widths)}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        return self
+
+
+ModelSettings = Annotated[Union[UNet2dSettings, VNet3dSettings], Field(discriminator="name")]  # noqa: UP007
+
+
+class LossSettings(Section):
+    """Segmentation loss (MONAI losses where they exist); softmax over classes, background excluded from overlap terms."""
+
+    name: Literal["dice", "tversky", "focal_tversky", "dice_ce", "ce", "ce_border"] = "dice_ce"
+    alpha: float = Field(0.3, ge=0, description="Tversky weight of false positives")
+    beta: float = Field(0.7, ge=0, description="Tversky weight of false negatives")
+    gamma: float = Field(4 / 3, gt=0, description="focal-Tversky exponent: loss = (1 - TI) ** (1 / gamma)")
+    include_background: bool = False
+    border_w0: float = Field(10.0, ge=0, description="U-Net border weight w0")
+    border_sigma_px: float = Field(5.0, gt=0, description="U-Net border weight sigma in voxels")
+
+
+class AugmentSettings(Section):
+    """Patch augmentation (MONAI transforms), as in the U-Net paper and nnU-Net. Probabilities per sample."""
+
+    affine_prob: float = Field(0.2, ge=0, le=1)
+    rotate_degrees: float = Field(15.0, ge=0, description="in-plane (axial) rotation range +/-")
+    scale_range: tuple[float, float] = (0.85, 1.15)
+    elastic_prob: float = Field(0.0, ge=0, le=1)
+    elastic_sigma: tuple[float, float] = (9.0, 13.0)
+    elastic_magnitude: tuple[float, float] = (0.0, 100.0)
+    flip_axes: tuple[int, ...] = Field(
+        (), description="spatial axes (0=x, 1=y, 2=z) flipped with flip_prob; off by default: organs are lateralised"
+    )
+    flip_prob: float = Field(0.5, ge=0, le=1)
+    gamma_prob: float = Field(0.15, ge=0, le=1)
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    noise_prob: float = Field(0.15, ge=0, le=1)
+    noise_std: float = Field(0.1, ge=0)
+
+
+class TrainSettings(Section):
+    """The training engine (shared by 2D and 3D models)."""
+
+    out_dir: Path = Path("models/unet2d")
+    checkpoint_dir: Path = Path("data/checkpoints/unet2d")
+    reports_dir: Path = Path("reports/train_unet2d")
+    patch_size: tuple[int, ...] = (128, 128)
+    batch_size: int = Field(8, ge=1)
+    iterations_per_epoch: int = Field(50, ge=1)
+    max_epochs: int = Field(20, ge=1)
+    max_time_minutes: float = Field(5.0, gt=0, description="wall-clock budget; training stops after the epoch that crosses it")
+    val_every: int = Field(2, ge=1)
+    val_cases: int = Field(2, ge=1, description="training cases held out for validation")
+    val_overlap: float = Field(0.25, ge=0, lt=1)
+    foreground_fraction: float = Field(
+        0.67, ge=0, le=1, description="share of patches centred on a foreground voxel (class-balanced)"
+    )
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    momentum: float = Field(0.99, ge=0, lt=1)
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    poly_exponent: float = 0.9
+    grad_clip: float = Field(12.0, ge=0, description="max gradient norm (0 = off)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    deterministic: bool = True
+    cache: Literal["memory", "mmap"] = "memory"
+    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = main process)")
+    resume: bool = False
+    overlay_cases: int = Field(2, ge=0)
+    evaluate_test: bool = True
+
+
+class TrackingSettings(Section):
+    """MLflow tracking. Relative paths are made absolute against the working directory."""
+
+    enabled: bool = True
+    tracking_uri: str | None = Field(None, description="default: sqlite:///<absolute cwd>/mlflow.db")
+    artifact_root: Path = Path("mlartifacts")
+    experiment: str = "segpipe"
+    log_model: bool = True
+
+
 class PipelineConfig(Section):
     """The whole configuration; each stage reads its own section plus ``base`` and ``data``."""
 
@@ -108,6 +226,21 @@ class PipelineConfig(Section):
     synth: SynthSettings = SynthSettings()
     verify: VerifySettings = VerifySettings()
     preprocess: PreprocessSettings = PreprocessSettings()
+    model: ModelSettings = UNet2dSettings()
+    loss: LossSettings = LossSettings()
+    augment: AugmentSettings = AugmentSettings()
+    train: TrainSettings = TrainSettings()
+    tracking: TrackingSettings = TrackingSettings()
+
+    @model_validator(mode="after")
+    def _check_patch(self) -> PipelineConfig:
+        dims, patch = self.model.spatial_dims, self.train.patch_size
+        if len(patch) != dims:
+            raise ValueError(f"train.patch_size {list(patch)} must have {dims} entries for model '{self.model.name}'")
+        divisor = 2 ** (len(self.model.widths) - 1)
+        if any(p % divisor for p in patch):
+            raise ValueError(f"train.patch_size {list(patch)} must be divisible by {divisor} (2 ** (levels - 1) of model.widths)")
+        return self
 
     def section_digest(self, *names: str) -> str:
         """Return a stable hash of the named sections (used to detect changed settings)."""
@@ -200,7 +333,9 @@ def _describe(exc: ValidationError, sources: dict[tuple[str, ...], str]) -> str:
         loc = tuple(str(part) for part in err["loc"])
         key = ".".join(loc)
         source = next((sources[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in sources), "defaults")
-        if err["type"] == "extra_forbidden":
+        if not loc:
+            lines.append(f"{', '.join(sorted(set(sources.values()))) or 'defaults'}: {err['msg']}")
+        elif err["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}'")
         else:
             lines.append(f"{source}: invalid value for '{key}': {err['msg']} (got {err.get('input')!r})")
