@@ -1,0 +1,1 @@
+"""Evaluation: overlap metrics and visual QC (overlays, curves)."""

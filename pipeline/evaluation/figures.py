@@ -1,0 +1,79 @@
+"""QC figures: colour-coded overlays (image | ground truth | prediction) and training curves (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.labels import LabelRegistry
+from pipeline.io_utils import atomic_path
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt, plt.figure(figsize=(width, height), dpi=100)
+
+
+def colourise(label: np.ndarray, registry: LabelRegistry) -> np.ndarray:
+    """RGBA image of a 2D label map in the registry's colours (background transparent)."""
+    rgba = np.zeros((*label.shape, 4), dtype=np.float32)
+    for item in registry.foreground():
+        rgba[label == item.value] = (*(c / 255 for c in item.color), 0.55)
+    return rgba
+
+
+def save_overlay(
+    path: Path, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, registry: LabelRegistry, title: str
+) -> None:
+    """Write a three-panel PNG of one axial slice: image, image + ground truth, image + prediction.
+
+    Arrays are 2D in (x, y) RAS order; they are shown radiologically (patient left on screen right).
+    """
+    plt, fig = _figure(12, 4.4)
+    panels = (("image", None), ("ground truth", truth), ("prediction", prediction))
+    for index, (name, label) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, index + 1)
+        ax.imshow(_radiological(image), cmap="gray")
+        if label is not None:
+            ax.imshow(_radiological(colourise(label, registry)))
+        ax.set_title(name)
+        ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(item.color) / 255) for item in registry.foreground()]
+    fig.legend(handles, [item.name for item in registry.foreground()], loc="lower center", ncol=len(handles))
+    fig.suptitle(title)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _radiological(slice_xy: np.ndarray) -> np.ndarray:
+    """(x, y[, rgba]) RAS slice -> rows anterior..posterior, columns patient right..left (screen left = patient right)."""
+    return np.flip(np.swapaxes(slice_xy, 0, 1), axis=(0, 1))
+
+
+def save_training_curves(path: Path, history: list[dict]) -> None:
+    """Write a PNG with the training loss and validation Dice (mean and per class) per epoch."""
+    plt, fig = _figure(10, 4)
+    epochs = [h["epoch"] for h in history]
+    ax = fig.add_subplot(1, 2, 1)
+    ax.plot(epochs, [h["train_loss"] for h in history], marker=".")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax = fig.add_subplot(1, 2, 2)
+    validated = [h for h in history if "val_dice_mean" in h]
+    for key in sorted({k for h in validated for k in h if k.startswith("val_dice_")}):
+        ax.plot([h["epoch"] for h in validated], [h[key] for h in validated], marker=".", label=key.removeprefix("val_dice_"))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation Dice")
+    ax.set_ylim(0, 1)
+    if validated:
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,57 @@
+"""Sliding-window prediction of class probabilities for a whole preprocessed volume.
+
+3D models run MONAI's ``sliding_window_inference`` over (x, y, z) with Gaussian blending. 2D models
+run it over (x, y) for batches of axial slices, each with its ``context`` neighbours stacked as
+channels (zero outside the volume, exactly as in training).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def predict_volume(
+    model: nn.Module,
+    image: torch.Tensor,
+    patch_size: tuple[int, ...],
+    context_slices: int = 0,
+    overlap: float = 0.25,
+    slice_batch: int = 16,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Predict softmax probabilities for one volume.
+
+    Args:
+        model: a 2D (``len(patch_size) == 2``) or 3D network returning logits.
+        image: (C, x, y, z) tensor on the model's device.
+        patch_size: the training patch size (window size).
+        context_slices: 2.5D neighbours each side (2D models only).
+        overlap: window overlap fraction.
+        slice_batch: axial slices per forward batch (2D models).
+        autocast_dtype: run the network under autocast with this dtype (GPU AMP), or ``None``.
+
+    Returns:
+        (num_classes, x, y, z) float32 probabilities on the image's device.
+    """
+    from monai.inferers import sliding_window_inference
+
+    device_type = image.device.type
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            logits = sliding_window_inference(batch, patch_size, 4, model, overlap=overlap, mode="gaussian")
+        return torch.softmax(logits.float(), dim=1)
+
+    if len(patch_size) == 3:
+        return run(image[None])[0]
+    channels, _, _, depth = image.shape
+    padded = nn.functional.pad(image, (context_slices, context_slices))
+    outputs = []
+    for start in range(0, depth, slice_batch):
+        stop = min(start + slice_batch, depth)
+        slabs = torch.stack([padded[..., z : z + 2 * context_slices + 1] for z in range(start, stop)])  # (B, C, x, y, k)
+        slabs = slabs.permute(0, 1, 4, 2, 3).reshape(stop - start, channels * (2 * context_slices + 1), *image.shape[1:3])
+        outputs.append(run(slabs))
+    return torch.cat(outputs).permute(1, 2, 3, 0)

@@ -1,0 +1,1 @@
+"""Experiment tracking (MLflow): store set-up, run tags, artifacts."""

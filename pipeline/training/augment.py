@@ -1,0 +1,80 @@
+"""Patch augmentation from config, built from MONAI dictionary transforms.
+
+Spatial: random rotation about the axial (z) axis and isotropic scaling (``RandAffined``), elastic
+deformation (``Rand2DElasticd`` / ``Rand3DElasticd``), flips. Intensity: gamma
+(``RandAdjustContrastd``, statistics retained) and Gaussian noise. Images are resampled
+bilinearly, labels by nearest neighbour. Each sample is drawn from its own seed so augmentation is
+reproducible per sample (see ``pipeline.training.data``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from pipeline.config import AugmentSettings
+
+
+def build_augmentation(settings: AugmentSettings, spatial_dims: int) -> Callable[[dict, int], dict] | None:
+    """Return ``augment(sample, seed) -> sample`` or ``None`` when every probability is zero."""
+    from monai import transforms as mt
+
+    keys, modes = ["image", "label"], ("bilinear", "nearest")
+    chain = []
+    rotate = math.radians(settings.rotate_degrees)
+    scale = (settings.scale_range[0] - 1.0, settings.scale_range[1] - 1.0)
+    if settings.affine_prob > 0:
+        rotate_range = rotate if spatial_dims == 2 else (0.0, 0.0, rotate)
+        chain.append(
+            mt.RandAffined(
+                keys,
+                prob=settings.affine_prob,
+                rotate_range=rotate_range,
+                scale_range=[scale] * spatial_dims,
+                mode=modes,
+                padding_mode="zeros",
+            )
+        )
+    if settings.elastic_prob > 0:
+        elastic = mt.Rand2DElasticd if spatial_dims == 2 else mt.Rand3DElasticd
+        # 3D: Gaussian-smoothed displacement field; 2D: B-spline grid with control points 2 x sigma_max apart
+        grid = int(2 * settings.elastic_sigma[1])
+        kwargs = {"sigma_range": settings.elastic_sigma} if spatial_dims == 3 else {"spacing": (grid, grid)}
+        chain.append(
+            elastic(
+                keys,
+                prob=settings.elastic_prob,
+                magnitude_range=settings.elastic_magnitude,
+                mode=modes,
+                padding_mode="zeros",
+                **kwargs,
+            )
+        )
+    for axis in settings.flip_axes:
+        if axis < spatial_dims:
+            chain.append(mt.RandFlipd(keys, prob=settings.flip_prob, spatial_axis=axis))
+    if settings.gamma_prob > 0:
+        chain.append(mt.RandAdjustContrastd("image", prob=settings.gamma_prob, gamma=settings.gamma_range, retain_stats=True))
+    if settings.noise_prob > 0 and settings.noise_std > 0:
+        chain.append(mt.RandGaussianNoised("image", prob=settings.noise_prob, std=settings.noise_std))
+    if not chain:
+        return None
+    compose = mt.Compose(chain)
+
+    def augment(sample: dict, seed: int) -> dict:
+        compose.set_random_state(seed=seed)
+        out = compose(sample)
+        plain = {key: _plain(value) for key, value in out.items()}
+        plain["image"], plain["label"] = plain["image"].float(), plain["label"].round().long()
+        return plain
+
+    return augment
+
+
+def _plain(value):
+    """MetaTensor -> plain contiguous tensor (cheaper to collate, no metadata to carry)."""
+    if hasattr(value, "as_tensor"):
+        value = value.as_tensor()
+    return torch.as_tensor(value).contiguous()

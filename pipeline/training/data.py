@@ -1,0 +1,181 @@
+"""Training data: preprocessed cases held in memory (or memory-mapped) and a patch sampler.
+
+Sample ``i`` of epoch ``e`` is a pure function of ``(seed, e, i)``: the case, the patch centre and
+every augmentation draw come from a generator seeded with those three numbers. Sampling is
+therefore identical with any number of DataLoader workers or DDP ranks, and a resumed run sees
+exactly the patches an uninterrupted run would have seen (RELIABILITY T3).
+
+A 2D model gets axial slices: a patch of ``(x, y)`` plus ``context_slices`` neighbours on each side
+stacked as channels (2.5D); the label is the centre slice. A 3D model gets ``(x, y, z)`` patches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from pipeline.errors import InvalidInputError
+
+
+@dataclass
+class CaseArrays:
+    """One preprocessed case: image (C, x, y, z) float32, label (x, y, z) uint8 or None."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    foreground: dict[int, np.ndarray]  # class value -> (N, 3) voxel indices
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The preprocess stage's ``dataset.json``, resolved against its folder."""
+
+    root: Path
+    labels: dict[int, str]
+    modalities: list[str]
+    config_digest: str
+    target_spacing: tuple[float, ...]
+    cases: list[dict]
+
+    @property
+    def num_classes(self) -> int:
+        return max(self.labels) + 1
+
+    def split(self, name: str) -> list[dict]:
+        return [c for c in self.cases if c["split"] == name]
+
+
+def read_manifest(root: Path) -> Manifest:
+    """Read ``<root>/dataset.json`` written by the preprocess stage.
+
+    Raises:
+        InvalidInputError: missing or malformed manifest (run ``segpipe preprocess`` first).
+    """
+    path = Path(root) / "dataset.json"
+    try:
+        raw = json.loads(path.read_text())
+        labels = {int(k): v for k, v in raw["labels"].items()}
+        spacing = tuple(float(v) for v in raw["target_spacing"])
+        return Manifest(Path(root), labels, list(raw["modalities"]), raw["config_digest"], spacing, list(raw["cases"]))
+    except FileNotFoundError:
+        raise InvalidInputError(path, "no preprocessed manifest; run `segpipe preprocess` first") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError(path, f"malformed preprocessed manifest ({exc!r})") from None
+
+
+def split_train_val(cases: list[dict], val_cases: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Hold out ``val_cases`` labelled training cases (a seeded, order-independent choice).
+
+    Raises:
+        InvalidInputError: fewer than ``val_cases + 1`` labelled training cases.
+    """
+    labelled = sorted((c for c in cases if c.get("label")), key=lambda c: c["case_id"])
+    if len(labelled) <= val_cases:
+        raise InvalidInputError(
+            Path("dataset.json"), f"{len(labelled)} labelled training case(s); need more than train.val_cases={val_cases}"
+        )
+    order = np.random.default_rng(seed).permutation(len(labelled))
+    val = {labelled[i]["case_id"] for i in order[:val_cases]}
+    return [c for c in labelled if c["case_id"] not in val], [c for c in labelled if c["case_id"] in val]
+
+
+def load_case(manifest: Manifest, entry: dict, mmap: bool = False) -> CaseArrays:
+    """Load one case's arrays (fully into memory unless ``mmap``) and index its foreground voxels."""
+    mode = "r" if mmap else None
+    image = np.load(manifest.root / entry["image"], mmap_mode=mode, allow_pickle=False)
+    label = np.load(manifest.root / entry["label"], mmap_mode=mode, allow_pickle=False) if entry.get("label") else None
+    foreground = {}
+    if label is not None:
+        for value in range(1, manifest.num_classes):
+            idx = np.argwhere(np.asarray(label) == value).astype(np.int32)
+            if len(idx):
+                foreground[value] = idx
+    return CaseArrays(entry["case_id"], image, label, foreground)
+
+
+def crop_with_padding(array: np.ndarray, start: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Crop the last ``len(size)`` axes at ``start`` (may be negative / past the end); pad with zeros."""
+    lead = array.ndim - len(size)
+    out = np.zeros(array.shape[:lead] + tuple(size), dtype=array.dtype)
+    src, dst = [slice(None)] * lead, [slice(None)] * lead
+    for axis, (s, n) in enumerate(zip(start, size)):
+        dim = array.shape[lead + axis]
+        lo, hi = max(int(s), 0), min(int(s) + n, dim)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - int(s), hi - int(s)))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+class PatchDataset(TorchDataset):
+    """Foreground-oversampled random patches; ``len`` = samples per epoch (all ranks together).
+
+    Args:
+        cases: training cases (with labels).
+        patch_size: ``(x, y)`` for 2D models or ``(x, y, z)`` for 3D.
+        context_slices: 2.5D neighbours each side (2D only).
+        foreground_fraction: share of patches centred on a voxel of a randomly chosen present class.
+        samples_per_epoch: dataset length.
+        seed: base seed; call :meth:`set_epoch` before each epoch.
+        transform: ``transform(sample, seed) -> sample`` applied to the tensors (augmentation).
+        weight_map: ``weight_map(label) -> weights`` adds a per-voxel ``weight`` (e.g. U-Net border weights).
+    """
+
+    def __init__(
+        self,
+        cases: list[CaseArrays],
+        patch_size: tuple[int, ...],
+        context_slices: int,
+        foreground_fraction: float,
+        samples_per_epoch: int,
+        seed: int,
+        transform: Callable[[dict, int], dict] | None = None,
+        weight_map: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.cases, self.patch_size, self.context = cases, tuple(patch_size), context_slices
+        self.foreground_fraction, self.length, self.seed = foreground_fraction, samples_per_epoch, seed
+        self.transform, self.weight_map, self.epoch = transform, weight_map, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        case = self.cases[rng.integers(len(self.cases))]
+        centre = self._centre(case, rng)
+        image, label = self._extract(case, centre)
+        sample = {"image": torch.from_numpy(np.ascontiguousarray(image)), "label": torch.from_numpy(label[None].astype(np.int64))}
+        if self.transform is not None:
+            sample = self.transform(sample, int(rng.integers(2**31)))
+        if self.weight_map is not None:
+            sample["weight"] = torch.from_numpy(self.weight_map(sample["label"][0].numpy()))[None]
+        return sample
+
+    def _centre(self, case: CaseArrays, rng: np.random.Generator) -> np.ndarray:
+        if case.foreground and rng.random() < self.foreground_fraction:
+            values = sorted(case.foreground)
+            voxels = case.foreground[values[rng.integers(len(values))]]
+            return voxels[rng.integers(len(voxels))].astype(np.int64)
+        return np.array([rng.integers(n) for n in case.image.shape[1:]], dtype=np.int64)
+
+    def _extract(self, case: CaseArrays, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.patch_size) == 3:
+            start = centre - np.asarray(self.patch_size) // 2
+            return crop_with_padding(case.image, start, self.patch_size), crop_with_padding(case.label, start, self.patch_size)
+        size = (*self.patch_size, 2 * self.context + 1)
+        start = np.array([centre[0] - size[0] // 2, centre[1] - size[1] // 2, centre[2] - self.context])
+        slab = crop_with_padding(case.image, start, size)  # (C, x, y, 2k+1)
+        image = np.moveaxis(slab, -1, 1).reshape(-1, *self.patch_size)  # channels: modality-major, then slice
+        return image, crop_with_padding(case.label[:, :, centre[2]], start[:2], self.patch_size)

@@ -1,0 +1,120 @@
+"""Start of run (MLflow run, params, tags) and end of run (canonical model, model card, metrics, figures)."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from pipeline.data.labels import LabelRegistry
+from pipeline.evaluation.figures import save_overlay, save_training_curves
+from pipeline.io_utils import atomic_path, write_json_atomic
+from pipeline.tracking.mlflow_run import RunTracker, git_commit, run_tags
+from pipeline.training.checkpoint import flatten, save_state_dict
+from pipeline.training.setup import TrainingRun
+
+TRACKED_SECTIONS = ("base", "preprocess", "model", "loss", "augment", "train")
+
+
+def start_tracking(run: TrainingRun, state, stage: str) -> RunTracker:
+    """Open the MLflow run (rank 0 only; reopened on resume) with flattened config params and tags."""
+    tracker = RunTracker(run.cfg.tracking, active=run.ctx.is_main)
+    dumped = run.cfg.model_dump(mode="json")
+    params = flatten("", {name: dumped[name] for name in TRACKED_SECTIONS})
+    params.update({"in_channels": str(run.in_channels), "world_size": str(run.ctx.world_size), "device": run.device.type})
+    tags = {**run_tags(stage, run.data_fingerprint), "model": run.cfg.model.name}
+    state.mlflow_run_id = tracker.start(f"{stage}-{run.cfg.model.name}", params, tags, run_id=state.mlflow_run_id)
+    return tracker
+
+
+def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test: dict) -> dict:
+    """Write the canonical model, model card, metrics, history and figures; log them to MLflow."""
+    t = run.cfg.train
+    out_dir, reports = Path(t.out_dir), Path(t.reports_dir)
+    best = next(h for h in state.history if h["epoch"] == best_epoch)
+    metrics = {
+        "model": run.cfg.model.name,
+        "best_epoch": best_epoch,
+        "epochs": state.epoch,
+        "train_minutes": round(state.elapsed_s / 60, 3),
+        "samples_per_s": float(np.mean([h["samples_per_s"] for h in state.history])),
+        **{k: v for k, v in best.items() if k.startswith("val_dice_")},
+        **test,
+    }
+    save_state_dict(out_dir / "model.pt", run.bare_model)
+    write_json_atomic(out_dir / "model_card.json", model_card(run, best_epoch, metrics))
+    write_json_atomic(reports / "metrics.json", metrics)
+    write_json_atomic(reports / "details" / "history.json", state.history)
+    write_plot_files(state.history, reports / "plots")
+    figures = write_figures(run, state.history, reports / "details")
+    tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("test_")}, step=state.epoch)
+    with atomic_path(reports / "details" / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(run.cfg.model_dump(mode="json"), sort_keys=False))
+    for path in [
+        reports / "details" / "config.yaml",
+        reports / "metrics.json",
+        out_dir / "model_card.json",
+        out_dir / "model.pt",
+    ]:
+        tracker.log_artifact(path)
+    for path in figures:
+        tracker.log_artifact(path, "figures")
+    tracker.log_model(run.bare_model.cpu().eval(), run.in_channels, run.manifest.num_classes, run.cfg.model.spatial_dims)
+    return metrics
+
+
+def write_plot_files(history: list[dict], folder: Path) -> None:
+    """Per-epoch series for ``dvc plots``: ``train.json`` (every epoch) and ``validation.json`` (validated epochs)."""
+    write_json_atomic(folder / "train.json", [{k: h[k] for k in ("epoch", "train_loss", "lr", "samples_per_s")} for h in history])
+    validated = [
+        {k: v for k, v in h.items() if k == "epoch" or k.startswith("val_dice_")} for h in history if "val_dice_mean" in h
+    ]
+    write_json_atomic(folder / "validation.json", validated)
+
+
+def model_card(run: TrainingRun, best_epoch: int, metrics: dict) -> dict:
+    """What inference needs to rebuild and apply the network, plus provenance and intended use."""
+    import monai
+
+    return {
+        "model": run.cfg.model.model_dump(mode="json"),
+        "in_channels": run.in_channels,
+        "num_classes": run.manifest.num_classes,
+        "labels": {str(k): v for k, v in run.manifest.labels.items()},
+        "modalities": run.manifest.modalities,
+        "patch_size": list(run.cfg.train.patch_size),
+        "context_slices": run.cfg.model.context_slices,
+        "target_spacing": list(run.manifest.target_spacing),
+        "preprocess": run.cfg.preprocess.model_dump(mode="json"),
+        "preprocess_config_digest": run.manifest.config_digest,
+        "data_fingerprint": run.data_fingerprint,
+        "best_epoch": best_epoch,
+        "metrics": {k: v for k, v in metrics.items() if "dice" in k},
+        "versions": {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version()},
+        "git_commit": git_commit(),
+        "intended_use": "Research on phantom/CT segmentation. Not a medical device; not for clinical decisions.",
+    }
+
+
+def write_figures(run: TrainingRun, history: list[dict], folder: Path) -> list[Path]:
+    """Training curves plus one overlay per validation case (axial slice with the most foreground)."""
+    from pipeline.training.data import load_case
+    from pipeline.training.engine import predict_case
+
+    paths = [folder / "curves.png"]
+    save_training_curves(paths[0], history)
+    registry = LabelRegistry.from_mapping(run.manifest.labels)
+    run.model.eval()
+    for entry in run.val_entries[: run.cfg.train.overlay_cases]:
+        case = load_case(run.manifest, entry)
+        prediction = predict_case(run, case.image).argmax(0).cpu().numpy()
+        z = int((case.label > 0).sum(axis=(0, 1)).argmax())
+        path = folder / f"overlay_{case.case_id}.png"
+        save_overlay(
+            path, case.image[0, :, :, z], case.label[:, :, z], prediction[:, :, z], registry, f"{case.case_id} (axial slice {z})"
+        )
+        paths.append(path)
+    return paths

@@ -1,0 +1,184 @@
+"""Everything a training run needs, assembled from config: device, data, network, optimizer, loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from pipeline.config import PipelineConfig
+from pipeline.io_utils import text_digest
+from pipeline.models import build_model
+from pipeline.training.augment import build_augmentation
+from pipeline.training.checkpoint import flatten
+from pipeline.training.data import CaseArrays, Manifest, PatchDataset, load_case, read_manifest, split_train_val
+from pipeline.training.distributed import DistContext, init_distributed, pick_device
+from pipeline.training.losses import SegmentationLoss, unet_border_weight_map
+from pipeline.training.schedule import build_optimizer
+
+# Settings that may change when resuming; everything else in these sections must match (T4).
+RESUMABLE_TRAIN_KEYS = {
+    "out_dir",
+    "checkpoint_dir",
+    "reports_dir",
+    "max_time_minutes",
+    "val_every",
+    "val_overlap",
+    "device",
+    "cache",
+    "loader_workers",
+    "resume",
+    "overlay_cases",
+    "evaluate_test",
+    "channels_last",
+}
+
+
+@dataclass
+class TrainingRun:
+    """The assembled components of one training run."""
+
+    cfg: PipelineConfig
+    ctx: DistContext
+    device: torch.device
+    manifest: Manifest
+    train_cases: list[CaseArrays]
+    val_entries: list[dict]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss: SegmentationLoss
+    loader: DataLoader
+    dataset: PatchDataset
+    in_channels: int
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+    fingerprint: dict[str, str]
+    data_fingerprint: str
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def bare_model(self) -> nn.Module:
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and torch; make CPU (and cuDNN) kernels deterministic when asked."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def amp_dtype_for(setting: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: bf16 on a GPU that supports it, fp16 on older GPUs, off on CPU."""
+    if setting == "off" or device.type != "cuda":
+        return None
+    if setting == "fp16" or (setting == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def data_fingerprint(manifest: Manifest) -> str:
+    """Hash of the preprocessing settings and every case's source-file digests."""
+    digests = {}
+    for entry in manifest.cases:
+        record = json.loads((manifest.root / entry["record"]).read_text())
+        digests[entry["case_id"]] = record.get("source_digests", {})
+    return text_digest(json.dumps({"config": manifest.config_digest, "sources": digests}, sort_keys=True))
+
+
+def resume_fingerprint(cfg: PipelineConfig, manifest: Manifest, data_hash: str, world_size: int) -> dict[str, str]:
+    """The settings a checkpoint is bound to (compared key by key on resume)."""
+    train = cfg.train.model_dump(mode="json", exclude=RESUMABLE_TRAIN_KEYS)
+    payload = {
+        "model": cfg.model.model_dump(mode="json"),
+        "loss": cfg.loss.model_dump(mode="json"),
+        "augment": cfg.augment.model_dump(mode="json"),
+        "train": train,
+        "base": {"seed": cfg.base.seed},
+        "data": {"labels": manifest.labels, "modalities": manifest.modalities, "fingerprint": data_hash},
+        "world_size": world_size,
+    }
+    return flatten("", payload)
+
+
+def build_run(cfg: PipelineConfig) -> TrainingRun:
+    """Assemble device, data, model, optimizer and loss for ``cfg`` (joins DDP under torchrun).
+
+    Raises:
+        InvalidInputError: missing manifest or too few labelled cases.
+    """
+    t = cfg.train
+    env_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(t.device, env_rank)
+    ctx = init_distributed(device)
+    seed_everything(cfg.base.seed, t.deterministic)
+    manifest = read_manifest(cfg.preprocess.out_dir)
+    train_entries, val_entries = split_train_val(manifest.split("train"), t.val_cases, cfg.base.seed)
+    cases = [load_case(manifest, e, mmap=t.cache == "mmap") for e in train_entries]
+    context = cfg.model.context_slices
+    in_channels = len(manifest.modalities) * (2 * context + 1)
+    model = build_model(cfg.model, in_channels, manifest.num_classes).to(device)
+    if t.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last if cfg.model.spatial_dims == 2 else torch.channels_last_3d)
+    loss = SegmentationLoss(cfg.loss)
+    weight_fn = (
+        (lambda lab: unet_border_weight_map(lab, cfg.loss.border_w0, cfg.loss.border_sigma_px)) if loss.needs_weight_map else None
+    )
+    dataset = PatchDataset(
+        cases,
+        t.patch_size,
+        context,
+        t.foreground_fraction,
+        t.iterations_per_epoch * t.batch_size * ctx.world_size,
+        cfg.base.seed,
+        build_augmentation(cfg.augment, cfg.model.spatial_dims),
+        weight_fn,
+    )
+    sampler = DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=False) if ctx.enabled else None
+    loader = DataLoader(
+        dataset,
+        t.batch_size,
+        sampler=sampler,
+        num_workers=t.loader_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=t.loader_workers > 0,
+    )
+    optimizer = build_optimizer(t, model.parameters())
+    if ctx.enabled:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    amp_dtype = amp_dtype_for(t.amp, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    data_hash = data_fingerprint(manifest)
+    return TrainingRun(
+        cfg,
+        ctx,
+        device,
+        manifest,
+        cases,
+        val_entries,
+        model,
+        optimizer,
+        loss,
+        loader,
+        dataset,
+        in_channels,
+        amp_dtype,
+        scaler,
+        resume_fingerprint(cfg, manifest, data_hash, ctx.world_size),
+        data_hash,
+    )
+
+
+def checkpoint_paths(cfg: PipelineConfig) -> tuple[Path, Path]:
+    """``(last, best)`` checkpoint files in ``train.checkpoint_dir``."""
+    folder = Path(cfg.train.checkpoint_dir)
+    return folder / "last.pt", folder / "best.pt"
