@@ -87,3 +87,64 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice of two boolean masks (1.0 when both are empty)."""
     total = a.sum() + b.sum()
     return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
+
+
+@pytest.fixture(scope="session")
+def tiny_preprocessed(tiny_phantom, tmp_path_factory) -> Path:
+    """``tiny_phantom`` preprocessed at 8 x 8 x 10 mm (about 40 x 30 x 22 voxels per case). Read-only."""
+    from pipeline.config import PipelineConfig
+    from pipeline.preprocess.run import preprocess_dataset
+
+    out = tmp_path_factory.mktemp("preprocessed")
+    cfg = PipelineConfig.model_validate(
+        {
+            "base": {"num_workers": 0},
+            "data": {"root": str(tiny_phantom)},
+            "preprocess": {"out_dir": str(out), "spacing_mm": [8.0, 8.0, 10.0]},
+        }
+    )
+    preprocess_dataset(cfg)
+    return out
+
+
+TINY_MODELS = {
+    "unet2d": {
+        "model": {"name": "unet2d", "widths": [4, 8], "context_slices": 1},
+        "train": {"patch_size": [32, 32], "batch_size": 4},
+    },
+    "vnet3d": {
+        "model": {"name": "vnet3d", "widths": [4, 8], "convs": [1, 1], "kernel_size": 3},
+        "train": {"patch_size": [16, 16, 16], "batch_size": 2},
+    },
+}
+
+
+def tiny_train_config(preprocessed: Path, work: Path, network: str = "unet2d", **sections):
+    """The real config shrunk to seconds: tiny network, 2 epochs of 2 steps, MLflow in ``work``."""
+    from pipeline.config import PipelineConfig
+
+    raw = {
+        "base": {"seed": 3, "num_workers": 0},
+        "preprocess": {"out_dir": str(preprocessed)},
+        "model": dict(TINY_MODELS[network]["model"]),
+        "train": {
+            **TINY_MODELS[network]["train"],
+            "out_dir": str(work / "model"),
+            "checkpoint_dir": str(work / "checkpoints"),
+            "reports_dir": str(work / "reports"),
+            "iterations_per_epoch": 2,
+            "max_epochs": 2,
+            "val_every": 1,
+            "val_cases": 1,
+            "overlay_cases": 1,
+            "device": "cpu",
+        },
+        "tracking": {
+            "tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+            "artifact_root": str(work / "mlartifacts"),
+            "log_model": False,
+        },
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return PipelineConfig.model_validate(raw)

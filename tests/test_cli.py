@@ -55,3 +55,17 @@ def test_python_dash_m_entry_point_lists_stages():
     assert result.returncode == 0
     for stage in ("synth", "verify", "preprocess"):
         assert stage in result.stdout
+
+
+def test_train_without_preprocessed_data_exits_1_naming_the_manifest(tmp_path):
+    result = runner.invoke(
+        app, ["train", "-c", "configs/unet2d.yaml", f"preprocess.out_dir={tmp_path}", "tracking.enabled=false", "train.device=cpu"]
+    )
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'dataset.json'}" in result.output and "segpipe preprocess" in result.output
+
+
+def test_train_with_a_patch_the_network_cannot_take_exits_2():
+    result = runner.invoke(app, ["train", "-c", "configs/vnet3d.yaml", "train.patch_size=[60,64,64]"])
+    assert result.exit_code == 2
+    assert "train.patch_size [60, 64, 64] must be divisible by 8" in result.output

@@ -1,4 +1,6 @@
-"""``dvc repro`` on a temporary copy of the project runs synth -> verify -> preprocess, and a second run re-runs nothing."""
+"""``dvc repro`` on a temporary copy of the project (shrunk configs) runs every stage, declares metrics and
+plots that ``dvc metrics show`` / ``dvc plots show`` read, tracks training in MLflow, and a second run
+re-runs nothing."""
 
 from __future__ import annotations
 
@@ -33,19 +35,50 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
     )
     params["preprocess"]["spacing_mm"] = [8.0, 8.0, 10.0]
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    _shrink_training(project / "configs" / "unet2d.yaml", {"widths": [4, 8]}, [32, 32])
+    _shrink_training(project / "configs" / "vnet3d.yaml", {"widths": [4, 8], "convs": [1, 1], "kernel_size": 3}, [16, 16, 16])
     _run(["git", "init", "-q"], project)
     _run(["dvc", "init", "-q"], project)
     _run(["dvc", "config", "core.analytics", "false"], project)
 
     first = _run(["dvc", "repro"], project)
-    for stage in ("synth", "verify", "preprocess"):
+    stages = ("synth", "verify", "preprocess", "train_unet2d", "train_vnet3d")
+    for stage in stages:
         assert f"Running stage '{stage}'" in first
     manifest = json.loads((project / "data" / "preprocessed" / "dataset.json").read_text())
     assert len(manifest["cases"]) == 5
     assert json.loads((project / "reports" / "verify.json").read_text())["num_errors"] == 0
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"synth", "verify", "preprocess"}
+    assert set(lock["stages"]) == set(stages)
+    for model in ("unet2d", "vnet3d"):
+        assert (project / "models" / model / "model.pt").is_file()
+    metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], project))
+    shown = json.dumps(metrics)
+    assert (
+        "reports/train_unet2d/metrics.json" in shown and "val_dice_mean" in shown and "reports/train_vnet3d/metrics.json" in shown
+    )
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], project))
+    assert any("train_loss" in json.dumps(value) for value in plots.values())
+    _assert_mlflow_runs(project)
 
     second = _run(["dvc", "repro"], project)
     assert "Running stage" not in second
     assert "up to date" in second
+
+
+def _shrink_training(path, model, patch):
+    config = yaml.safe_load(path.read_text())
+    config["model"].update(model)
+    config["train"].update(
+        patch_size=patch, batch_size=2, iterations_per_epoch=2, max_epochs=1, val_every=1, val_cases=1, overlay_cases=1
+    )
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _assert_mlflow_runs(project):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("segpipe").experiment_id])
+    assert sorted(r.data.tags["dvc_stage"] for r in runs) == ["train_unet2d", "train_vnet3d"]
+    assert all(r.info.status == "FINISHED" and "val_dice_mean" in r.data.metrics for r in runs)

@@ -1,0 +1,86 @@
+"""Patch sampling is a pure function of (seed, epoch, index), foreground-oversampled, 2.5D-aware."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import AugmentSettings
+from pipeline.errors import InvalidInputError
+from pipeline.training.augment import build_augmentation
+from pipeline.training.data import CaseArrays, PatchDataset, crop_with_padding, load_case, read_manifest, split_train_val
+
+
+def _case(seed=0) -> CaseArrays:
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=(1, 30, 24, 12)).astype(np.float32)
+    label = np.zeros((30, 24, 12), dtype=np.uint8)
+    label[3:6, 4:7, 2:4] = 1
+    label[20:22, 15:17, 8:9] = 2
+    return CaseArrays("c", image, label, {v: np.argwhere(label == v).astype(np.int32) for v in (1, 2)})
+
+
+def test_same_seed_epoch_index_gives_the_same_patch_and_epochs_differ():
+    ds = PatchDataset([_case()], (8, 8, 4), 0, 0.5, 10, seed=7)
+    a = ds[3]
+    assert torch.equal(a["image"], ds[3]["image"]) and torch.equal(a["label"], ds[3]["label"])
+    ds.set_epoch(1)
+    assert not torch.equal(a["image"], ds[3]["image"])
+
+
+def test_full_foreground_fraction_centres_every_patch_on_a_labelled_voxel():
+    ds = PatchDataset([_case()], (5, 5, 3), 0, 1.0, 40, seed=1)
+    centres = [ds[i]["label"][0, 2, 2, 1].item() for i in range(40)]
+    assert all(c > 0 for c in centres)
+    assert {1, 2} <= set(centres)  # classes are sampled in balance, so the small one appears too
+
+
+def test_2d_patches_stack_neighbouring_slices_as_channels():
+    case = _case()
+    case.image[0] = np.arange(1, 13, dtype=np.float32)[None, None, :]  # voxel value = slice index + 1
+    ds = PatchDataset([case], (8, 8), 1, 1.0, 20, seed=2)
+    for i in range(20):
+        sample = ds[i]
+        assert sample["image"].shape == (3, 8, 8) and sample["label"].shape == (1, 8, 8)
+        centre = sample["image"][1][sample["image"][1] > 0].unique()
+        assert len(centre) == 1  # one axial slice per channel
+        z = int(centre.item()) - 1
+        below, above = sample["image"][0].max().item(), sample["image"][2].max().item()
+        assert below == (z if z > 0 else 0) and above == (z + 2 if z < 11 else 0)  # zero outside the volume
+        assert sample["label"][0, 4, 4].item() > 0 and case.label[:, :, z].max() > 0  # label = the centre slice
+
+
+def test_crop_with_padding_pads_outside_the_volume_with_zeros():
+    array = np.arange(1, 17, dtype=np.float32).reshape(4, 4)
+    out = crop_with_padding(array, np.array([-1, 2]), (3, 3))
+    assert out.tolist() == [[0, 0, 0], [3, 4, 0], [7, 8, 0]]
+
+
+def test_augmentation_is_reproducible_per_seed_and_keeps_labels_integer():
+    augment = build_augmentation(
+        AugmentSettings(affine_prob=1.0, elastic_prob=1.0, flip_axes=(0,), gamma_prob=1.0, noise_prob=1.0), 3
+    )
+    sample = PatchDataset([_case()], (16, 16, 8), 0, 1.0, 2, seed=0)[0]
+    a, b, c = augment(dict(sample), 5), augment(dict(sample), 5), augment(dict(sample), 6)
+    assert torch.equal(a["image"], b["image"]) and not torch.equal(a["image"], c["image"])
+    assert a["label"].dtype == torch.int64 and set(a["label"].unique().tolist()) <= {0, 1, 2}
+    assert a["image"].shape == sample["image"].shape
+
+
+def test_split_is_seeded_disjoint_and_needs_enough_cases(tiny_preprocessed):
+    manifest = read_manifest(tiny_preprocessed)
+    train, val = split_train_val(manifest.split("train"), 1, seed=0)
+    again = split_train_val(list(reversed(manifest.split("train"))), 1, seed=0)
+    assert [c["case_id"] for c in val] == [c["case_id"] for c in again[1]]
+    assert len(val) == 1 and not {c["case_id"] for c in train} & {c["case_id"] for c in val}
+    with pytest.raises(InvalidInputError, match="need more than train.val_cases=4"):
+        split_train_val(manifest.split("train"), 4, seed=0)
+    case = load_case(manifest, train[0])
+    assert case.image.dtype == np.float32 and case.label.shape == case.image.shape[1:]
+    assert all((case.label[tuple(idx.T)] == value).all() for value, idx in case.foreground.items())
+
+
+def test_missing_manifest_names_the_file(tmp_path):
+    with pytest.raises(InvalidInputError, match="dataset.json.*segpipe preprocess"):
+        read_manifest(tmp_path)

@@ -1,0 +1,162 @@
+"""The engine end to end on tiny data: outputs, MLflow run, and reliability rows T1, T3, T4, T5, S1."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from pipeline.errors import InvalidInputError
+from pipeline.models import build_model
+from pipeline.training import checkpoint as checkpoint_module
+from pipeline.training.checkpoint import ResumeRefusedError, load_checkpoint
+from pipeline.training.engine import TrainingDivergedError, train_model
+from pipeline.training.losses import SegmentationLoss
+from tests.conftest import tiny_train_config
+
+
+@pytest.mark.parametrize("model", ["unet2d", "vnet3d"])
+def test_tiny_training_writes_model_metrics_and_an_mlflow_run(tiny_preprocessed, tmp_path, model):
+    cfg = tiny_train_config(tiny_preprocessed, tmp_path, model, tracking={"log_model": model == "unet2d"})
+    metrics = train_model(cfg, stage="test_stage")
+
+    assert metrics["epochs"] == 2 and 0.0 <= metrics["val_dice_mean"] <= 1.0 and "test_dice_mean" in metrics
+    assert json.loads((tmp_path / "reports" / "metrics.json").read_text()) == metrics
+    history = json.loads((tmp_path / "reports" / "details" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and history[1]["lr"] < history[0]["lr"]  # poly schedule decays
+    card = json.loads((tmp_path / "model" / "model_card.json").read_text())
+    state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    network = build_model(cfg.model, card["in_channels"], card["num_classes"])
+    network.load_state_dict(state)  # strict: the canonical file is exactly this network's state_dict
+    assert card["num_classes"] == 4 and card["target_spacing"] == [8.0, 8.0, 10.0]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    experiment = client.get_experiment_by_name("segpipe")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["dvc_stage"] == "test_stage" and len(run.data.tags["git_commit"]) >= 7
+    assert run.data.tags["data_fingerprint"] == card["data_fingerprint"]
+    assert run.data.params["model.name"] == model and run.data.params["train.max_epochs"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
+    assert run.data.metrics["val_dice_mean"] == pytest.approx(history[-1]["val_dice_mean"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"config.yaml", "metrics.json", "model_card.json", "model.pt"} <= artifacts
+    assert "figures/curves.png" in figures and any(p.startswith("figures/overlay_") for p in figures)
+    if model == "unet2d":
+        logged = client.search_logged_models([experiment.experiment_id])
+        assert len(logged) == 1 and logged[0].source_run_id == run.info.run_id
+
+
+def _losses(history):
+    return [(h["epoch"], round(h["train_loss"], 5), h["lr"]) for h in history]
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_preprocessed, tmp_path):
+    """T3: stop after epoch 1 (time budget), resume to epoch 3: same epochs, LR and losses as straight through."""
+    straight = tiny_train_config(tiny_preprocessed, tmp_path / "a", train={"max_epochs": 3}, tracking={"enabled": False})
+    train_model(straight)
+    reference = json.loads((tmp_path / "a" / "reports" / "details" / "history.json").read_text())
+
+    cut = tiny_train_config(
+        tiny_preprocessed, tmp_path / "b", train={"max_epochs": 3, "max_time_minutes": 1e-6}, tracking={"enabled": False}
+    )
+    assert train_model(cut)["epochs"] == 1
+    resumed = tiny_train_config(
+        tiny_preprocessed, tmp_path / "b", train={"max_epochs": 3, "resume": True}, tracking={"enabled": False}
+    )
+    assert train_model(resumed)["epochs"] == 3
+    history = json.loads((tmp_path / "b" / "reports" / "details" / "history.json").read_text())
+    assert _losses(history) == _losses(reference)
+    assert history[-1]["val_dice_mean"] == pytest.approx(reference[-1]["val_dice_mean"], abs=1e-6)
+
+
+def test_resume_with_changed_network_or_patch_is_refused_naming_the_keys(tiny_preprocessed, tmp_path):
+    """T4."""
+    train_model(tiny_train_config(tiny_preprocessed, tmp_path, train={"max_epochs": 1}, tracking={"enabled": False}))
+    changed = tiny_train_config(
+        tiny_preprocessed,
+        tmp_path,
+        model={"widths": [4, 16]},
+        train={"max_epochs": 1, "resume": True, "patch_size": [48, 48]},
+        tracking={"enabled": False},
+    )
+    with pytest.raises(ResumeRefusedError) as info:
+        train_model(changed)
+    message = str(info.value)
+    assert "last.pt" in message and "model.widths: checkpoint [4, 8] != now [4, 16]" in message
+    assert "train.patch_size: checkpoint [32, 32] != now [48, 48]" in message
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_checkpoints(tiny_preprocessed, tmp_path, monkeypatch):
+    """T5: a NaN at epoch 2 step 1 stops training; last.pt and best.pt of epoch 1 stay as they were."""
+    calls = {"n": 0}
+    original = SegmentationLoss.forward
+
+    def poisoned(self, logits, target, weight=None):
+        calls["n"] += 1
+        loss = original(self, logits, target, weight)
+        return loss * float("nan") if calls["n"] == 3 else loss  # 2 steps per epoch: call 3 = epoch 2, step 1
+
+    monkeypatch.setattr(SegmentationLoss, "forward", poisoned)
+    cfg = tiny_train_config(tiny_preprocessed, tmp_path, tracking={"enabled": True})
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 2, step 1.*last\.pt.*best\.pt.*untouched"):
+        train_model(cfg)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert last["epoch"] == 1 and len(last["history"]) == 1 and best["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "model" / "model.pt").exists()  # no canonical model from a failed run
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("segpipe").experiment_id])
+    assert run.info.status == "FAILED"
+
+
+def test_crash_during_checkpoint_save_leaves_the_previous_one_valid(tiny_preprocessed, tmp_path, monkeypatch):
+    """T1: the save of epoch 2 dies half-way; last.pt still holds epoch 1 and resume continues from it."""
+    cfg = tiny_train_config(tiny_preprocessed, tmp_path, tracking={"enabled": False})
+    real_save = torch.save
+    saves = {"n": 0}
+
+    def dying_save(obj, path, *args, **kwargs):
+        saves["n"] += 1
+        if saves["n"] == 3:  # epoch 1 wrote best.pt and last.pt; epoch 2's best.pt save dies
+            with open(path, "wb") as fh:
+                fh.write(b"PK\x03\x04 half a zip")
+            raise KeyboardInterrupt("killed")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(cfg)
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt"]  # no temporary left behind
+    assert load_checkpoint(folder / "last.pt")["epoch"] == 1
+    resumed = tiny_train_config(tiny_preprocessed, tmp_path, train={"resume": True}, tracking={"enabled": False})
+    assert train_model(resumed)["epochs"] == 2
+
+
+class _Payload:
+    def __reduce__(self):
+        return (open, ("/tmp/segpipe-pwned-sentinel", "w"))
+
+
+def test_checkpoint_with_code_is_rejected_and_does_not_run(tmp_path):
+    """S1."""
+    import pathlib
+
+    sentinel = pathlib.Path("/tmp/segpipe-pwned-sentinel")
+    sentinel.unlink(missing_ok=True)
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _Payload()}, path, pickle_module=pickle)
+    with pytest.raises(InvalidInputError, match=r"evil\.pt.*weights_only"):
+        load_checkpoint(path)
+    assert not sentinel.exists()
