@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import DEFAULT_CONFIG, PipelineConfig, load_config
 from pipeline.errors import ConfigError, SegPipeError
 
 app = typer.Typer(
@@ -98,6 +98,32 @@ def preprocess(config: ConfigOption = None, overrides: OverridesArg = None) -> N
     cfg = _load(config, overrides)
     path = preprocess_dataset(cfg)
     typer.echo(f"wrote {path}")
+
+
+def _with_base(config: list[Path] | None) -> list[Path]:
+    """Model configs are overlays: ``configs/params.yaml`` (when present) is always the first layer."""
+    files = list(config or [])
+    if DEFAULT_CONFIG.exists() and all(Path(f).resolve() != DEFAULT_CONFIG.resolve() for f in files):
+        files.insert(0, DEFAULT_CONFIG)
+    return files
+
+
+@app.command()
+@stage
+def train(
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+    stage_name: Annotated[str, typer.Option("--stage", help="DVC stage name recorded in MLflow")] = "train",
+) -> None:
+    """Train the configured model (e.g. -c configs/unet2d.yaml) on preprocess.out_dir; works under torchrun."""
+    from pipeline.training.engine import train_model
+
+    cfg = _load(_with_base(config), overrides)
+    metrics = train_model(cfg, stage_name)
+    if metrics:
+        dice = {k: round(v, 4) for k, v in metrics.items() if k.endswith("dice_mean")}
+        typer.echo(f"trained {cfg.model.name} for {metrics['epochs']} epoch(s) in {metrics['train_minutes']} min; {dice}")
+        typer.echo(f"wrote {Path(cfg.train.out_dir) / 'model.pt'} and {Path(cfg.train.reports_dir) / 'metrics.json'}")
 
 
 def main() -> None:  # pragma: no cover - console entry
