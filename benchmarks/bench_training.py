@@ -4,7 +4,7 @@ segpipe: ``build_run`` + ``train_epoch`` (preprocessed arrays cached in memory, 
 patches, the configured augmentation, in-process sampling).
 Plain loop (the MONAI spleen tutorial pattern): uncached ``monai.data.Dataset`` over the *raw* NIfTI
 files with LoadImaged -> EnsureChannelFirstd -> Orientationd -> Spacingd -> ScaleIntensityRanged ->
-CropForegroundd -> RandCropByPosNegLabeld(num_samples=batch) and a ``DataLoader`` with 2 workers,
+CropForegroundd -> SpatialPadd -> RandCropByPosNegLabeld(num_samples=batch) and a ``DataLoader`` with 2 workers,
 then the same forward/backward/step. Both use the model, loss, optimizer and patch size of the
 given config with 2D context 0 (the tutorial has no 2.5D), on the machine's default torch threads.
 
@@ -44,8 +44,8 @@ def plain_monai_loader(cfg, batch_size: int):
             mt.Spacingd(keys, pixdim=cfg.preprocess.spacing_mm, mode=("bilinear", "nearest")),
             mt.ScaleIntensityRanged("image", a_min=-160, a_max=240, b_min=0.0, b_max=1.0, clip=True),
             mt.CropForegroundd(keys, source_key="image", allow_smaller=True),
-            mt.RandCropByPosNegLabeld(keys, "label", spatial_size=crop, pos=2, neg=1, num_samples=batch_size),
             mt.SpatialPadd(keys, spatial_size=crop),
+            mt.RandCropByPosNegLabeld(keys, "label", spatial_size=crop, pos=2, neg=1, num_samples=batch_size),
         ]
     )
     return DataLoader(Dataset(files, chain), batch_size=1, shuffle=True, num_workers=2, persistent_workers=True)
