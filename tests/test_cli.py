@@ -59,7 +59,8 @@ def test_python_dash_m_entry_point_lists_stages():
 
 def test_train_without_preprocessed_data_exits_1_naming_the_manifest(tmp_path):
     result = runner.invoke(
-        app, ["train", "-c", "configs/unet2d.yaml", f"preprocess.out_dir={tmp_path}", "tracking.enabled=false", "train.device=cpu"]
+        app,
+        ["train", "-c", "configs/unet2d.yaml", f"preprocess.out_dir={tmp_path}", "tracking.enabled=false", "train.device=cpu"],
     )
     assert result.exit_code == 1
     assert f"{tmp_path / 'dataset.json'}" in result.output and "segpipe preprocess" in result.output

@@ -11,13 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _norm2d(kind: str, channels: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
-    return nn.Identity()
+from pipeline.models.layers import norm_layer
 
 
 class DoubleConv2d(nn.Sequential):
@@ -26,10 +20,10 @@ class DoubleConv2d(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, norm: str = "batch") -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm == "none"),
-            _norm2d(norm, out_channels),
+            norm_layer(norm, out_channels, 2),
             nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=norm == "none"),
-            _norm2d(norm, out_channels),
+            norm_layer(norm, out_channels, 2),
             nn.ReLU(inplace=True),
         )
 

@@ -13,13 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _norm3d(kind: str, channels: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm3d(channels)
-    if kind == "instance":
-        return nn.InstanceNorm3d(channels, affine=True)
-    return nn.Identity()
+from pipeline.models.layers import norm_layer
 
 
 class ResidualStage3d(nn.Module):
@@ -31,7 +25,7 @@ class ResidualStage3d(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv3d(channels, channels, kernel_size, padding=pad, bias=norm == "none") for _ in range(num_convs)
         )
-        self.norms = nn.ModuleList(_norm3d(norm, channels) for _ in range(num_convs))
+        self.norms = nn.ModuleList(norm_layer(norm, channels, 3) for _ in range(num_convs))
         self.acts = nn.ModuleList(nn.PReLU(channels) for _ in range(num_convs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +49,9 @@ class VNetEncoder3d(nn.Module):
         self.stem_skip = nn.Conv3d(in_channels, widths[0], 1, bias=False)
         self.stem_act = nn.PReLU(widths[0])
         self.downs = nn.ModuleList(
-            nn.Sequential(nn.Conv3d(widths[i], widths[i + 1], 2, stride=2), _norm3d(norm, widths[i + 1]), nn.PReLU(widths[i + 1]))
+            nn.Sequential(
+                nn.Conv3d(widths[i], widths[i + 1], 2, stride=2), norm_layer(norm, widths[i + 1], 3), nn.PReLU(widths[i + 1])
+            )
             for i in range(len(widths) - 1)
         )
         self.stages = nn.ModuleList(
@@ -80,7 +76,7 @@ class VNetDecoder3d(nn.Module):
         self.ups = nn.ModuleList(
             nn.Sequential(
                 nn.ConvTranspose3d(rev[i] if i == 0 else 2 * rev[i], rev[i + 1], 2, stride=2),
-                _norm3d(norm, rev[i + 1]),
+                norm_layer(norm, rev[i + 1], 3),
                 nn.PReLU(rev[i + 1]),
             )
             for i in range(len(rev) - 1)

@@ -27,7 +27,9 @@ def test_pngs_are_written(tmp_path):
     label = np.zeros((20, 16), np.uint8)
     label[5:10, 5:10] = 1
     save_overlay(tmp_path / "o.png", np.random.default_rng(0).normal(size=(20, 16)), label, label, registry, "case")
-    save_training_curves(tmp_path / "c.png", [{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.5, "val_dice_mean": 0.7}])
+    save_training_curves(
+        tmp_path / "c.png", [{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.5, "val_dice_mean": 0.7}]
+    )
     for name in ("o.png", "c.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
