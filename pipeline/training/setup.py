@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,6 @@ class TrainingRun:
     scaler: torch.amp.GradScaler | None
     fingerprint: dict[str, str]
     data_fingerprint: str
-    extras: dict = field(default_factory=dict)
 
     @property
     def bare_model(self) -> nn.Module:
@@ -130,28 +130,7 @@ def build_run(cfg: PipelineConfig) -> TrainingRun:
     if t.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last if cfg.model.spatial_dims == 2 else torch.channels_last_3d)
     loss = SegmentationLoss(cfg.loss)
-    weight_fn = (
-        (lambda lab: unet_border_weight_map(lab, cfg.loss.border_w0, cfg.loss.border_sigma_px)) if loss.needs_weight_map else None
-    )
-    dataset = PatchDataset(
-        cases,
-        t.patch_size,
-        context,
-        t.foreground_fraction,
-        t.iterations_per_epoch * t.batch_size * ctx.world_size,
-        cfg.base.seed,
-        build_augmentation(cfg.augment, cfg.model.spatial_dims),
-        weight_fn,
-    )
-    sampler = DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=False) if ctx.enabled else None
-    loader = DataLoader(
-        dataset,
-        t.batch_size,
-        sampler=sampler,
-        num_workers=t.loader_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=t.loader_workers > 0,
-    )
+    dataset, loader = make_loader(cfg, cases, ctx, device, loss.needs_weight_map)
     optimizer = build_optimizer(t, model.parameters())
     if ctx.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -176,6 +155,29 @@ def build_run(cfg: PipelineConfig) -> TrainingRun:
         resume_fingerprint(cfg, manifest, data_hash, ctx.world_size),
         data_hash,
     )
+
+
+def make_loader(
+    cfg: PipelineConfig, cases: list[CaseArrays], ctx: DistContext, device: torch.device, weight_map: bool
+) -> tuple[PatchDataset, DataLoader]:
+    """The patch dataset (all ranks' samples of an epoch) and this rank's loader over its share."""
+    t = cfg.train
+    weight_fn = partial(unet_border_weight_map, w0=cfg.loss.border_w0, sigma=cfg.loss.border_sigma_px) if weight_map else None
+    augment = build_augmentation(cfg.augment, cfg.model.spatial_dims)
+    samples = t.iterations_per_epoch * t.batch_size * ctx.world_size
+    dataset = PatchDataset(
+        cases, t.patch_size, cfg.model.context_slices, t.foreground_fraction, samples, cfg.base.seed, augment, weight_fn
+    )
+    sampler = DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=False) if ctx.enabled else None
+    loader = DataLoader(
+        dataset,
+        t.batch_size,
+        sampler=sampler,
+        num_workers=t.loader_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=t.loader_workers > 0,
+    )
+    return dataset, loader
 
 
 def checkpoint_paths(cfg: PipelineConfig) -> tuple[Path, Path]:

@@ -160,3 +160,12 @@ def test_checkpoint_with_code_is_rejected_and_does_not_run(tmp_path):
     with pytest.raises(InvalidInputError, match=r"evil\.pt.*weights_only"):
         load_checkpoint(path)
     assert not sentinel.exists()
+
+
+def test_border_weighted_ce_trains_through_the_engine(tiny_preprocessed, tmp_path):
+    cfg = tiny_train_config(
+        tiny_preprocessed, tmp_path, loss={"name": "ce_border"}, train={"max_epochs": 1}, tracking={"enabled": False}
+    )
+    run_metrics = train_model(cfg)
+    history = json.loads((tmp_path / "reports" / "details" / "history.json").read_text())
+    assert run_metrics["epochs"] == 1 and 0.0 < history[0]["train_loss"] < 100.0
