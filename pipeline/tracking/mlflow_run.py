@@ -21,12 +21,22 @@ def tracking_uri(settings: TrackingSettings) -> str:
     return settings.tracking_uri or f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
 
 
+SOURCE_PATHS = ("pipeline", "configs", "dvc.yaml", "pyproject.toml")
+
+
 def git_commit() -> str:
-    """``HEAD`` of the repository in the working directory (``+dirty`` when tracked files changed), or ``unknown``."""
+    """``HEAD`` of the repository in the working directory, or ``unknown``.
+
+    ``+dirty`` is appended when code or configuration (``SOURCE_PATHS``) differs from ``HEAD``. Stage
+    outputs are not considered: DVC deletes git-tracked metrics files before it runs their stage.
+    """
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PATHS],
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -28,3 +28,23 @@ def test_disabled_tracker_writes_nothing(tmp_path, monkeypatch):
     tracker.log_metrics({"x": 1.0}, step=1)
     tracker.end()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_commit_is_dirty_only_when_code_or_configs_changed(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "a.py").write_text("x = 1\n")
+    (tmp_path / "metrics.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics.json").unlink()  # what DVC does to a metrics output before its stage runs
+    clean = git_commit()
+    assert len(clean) == 40 and not clean.endswith("+dirty")
+    (tmp_path / "pipeline" / "a.py").write_text("x = 2\n")
+    assert git_commit() == clean + "+dirty"
