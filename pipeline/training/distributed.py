@@ -68,6 +68,12 @@ def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
     return bool(value.item())
 
 
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if ctx.enabled:
+        dist.barrier()
+
+
 def shutdown(ctx: DistContext) -> None:
     """Leave the process group (no-op when not distributed)."""
     if ctx.enabled and dist.is_initialized():

@@ -18,7 +18,7 @@ from pipeline.errors import SegPipeError
 from pipeline.evaluation.metrics import dice_per_class
 from pipeline.inference.sliding import predict_volume
 from pipeline.training.checkpoint import check_resume_fingerprint, load_checkpoint, save_checkpoint
-from pipeline.training.distributed import all_reduce_sum, broadcast_flag, shutdown
+from pipeline.training.distributed import all_reduce_sum, barrier, broadcast_flag, shutdown
 from pipeline.training.schedule import learning_rate, set_learning_rate
 from pipeline.training.setup import TrainingRun, build_run, checkpoint_paths
 
@@ -61,6 +61,7 @@ def train_model(cfg: PipelineConfig, stage: str = "train") -> dict:
     tracker = start_tracking(run, state, stage)
     try:
         fit(run, state, tracker)
+        barrier(run.ctx)  # rank 0 has written best.pt before any rank reads it
         best_epoch = load_best_weights(run)
         test_entries = [e for e in run.manifest.split("test") if e.get("label")]
         test = validate(run, test_entries, "test") if cfg.train.evaluate_test and test_entries else {}
