@@ -119,11 +119,37 @@ def train(
     from pipeline.training.engine import train_model
 
     cfg = _load(_with_base(config), overrides)
+    if cfg.model.name == "autoencoder":
+        raise ConfigError("model.name=autoencoder is trained by `segpipe pretrain`, not `segpipe train`")
+    if cfg.train.init_from:
+        typer.echo(f"initialising the encoder from {cfg.train.init_from} (strict={cfg.train.init_strict})")
     metrics = train_model(cfg, stage_name)
     if metrics:
         dice = {k: round(v, 4) for k, v in metrics.items() if k.endswith("dice_mean")}
         typer.echo(f"trained {cfg.model.name} for {metrics['epochs']} epoch(s) in {metrics['train_minutes']} min; {dice}")
         typer.echo(f"wrote {Path(cfg.train.out_dir) / 'model.pt'} and {Path(cfg.train.reports_dir) / 'metrics.json'}")
+
+
+@app.command()
+@stage
+def pretrain(
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+    stage_name: Annotated[str, typer.Option("--stage", help="DVC stage name recorded in MLflow")] = "pretrain",
+) -> None:
+    """Pretrain an autoencoder (e.g. -c configs/pretrain_vnet3d.yaml) on unlabeled scans; writes encoder.pt."""
+    from pipeline.training.engine import train_model
+
+    cfg = _load(_with_base(config), overrides)
+    if cfg.model.name != "autoencoder":
+        raise ConfigError(f"segpipe pretrain needs model.name=autoencoder, got '{cfg.model.name}' (use segpipe train)")
+    metrics = train_model(cfg, stage_name)
+    if metrics:
+        typer.echo(
+            f"pretrained {metrics['model']} on {metrics['pretraining_cases']} scan(s) for {metrics['epochs']} epoch(s) in "
+            f"{metrics['train_minutes']} min; val reconstruction MSE {metrics['val_reconstruction_mse']:.4f}"
+        )
+        typer.echo(f"wrote {Path(cfg.train.out_dir) / 'encoder.pt'}")
 
 
 def main() -> None:  # pragma: no cover - console entry

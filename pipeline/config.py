@@ -139,7 +139,37 @@ class VNet3dSettings(Section):
         return self
 
 
-ModelSettings = Annotated[Union[UNet2dSettings, VNet3dSettings], Field(discriminator="name")]  # noqa: UP007
+class AutoencoderSettings(Section):
+    """Autoencoder for pretraining; its encoder is built from the same keys as ``unet2d`` / ``vnet3d``."""
+
+    name: Literal["autoencoder"] = "autoencoder"
+    variant: Literal["undercomplete", "sparse", "denoising", "variational"] = "undercomplete"
+    encoder: Literal["unet2d", "vnet3d"] = "vnet3d"
+    widths: tuple[int, ...] = Field((8, 16, 32, 64), min_length=2)
+    convs: tuple[int, ...] = (1, 2, 2, 2)
+    kernel_size: int = Field(3, ge=1)
+    norm: Literal["batch", "instance", "none"] = "instance"
+    context_slices: int = Field(0, ge=0)
+    latent_channels: int = Field(8, ge=1, description="channels of z at the bottleneck (dim z << dim x)")
+    sparsity_lambda: float = Field(1e-3, ge=0)
+    noise: Literal["gaussian", "salt_pepper", "masking"] = "gaussian"
+    noise_level: float = Field(0.3, ge=0)
+    kl_beta: float = Field(1.0, ge=0)
+
+    @property
+    def spatial_dims(self) -> int:
+        return 2 if self.encoder == "unet2d" else 3
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoencoderSettings:
+        if self.encoder == "vnet3d" and len(self.convs) != len(self.widths):
+            raise ValueError(f"convs {list(self.convs)} needs one entry per width {list(self.widths)}")
+        if self.encoder == "vnet3d" and self.context_slices:
+            raise ValueError("context_slices applies to the 2D (unet2d) encoder only")
+        return self
+
+
+ModelSettings = Annotated[Union[UNet2dSettings, VNet3dSettings, AutoencoderSettings], Field(discriminator="name")]  # noqa: UP007
 
 
 class LossSettings(Section):
@@ -204,6 +234,12 @@ class TrainSettings(Section):
     cache: Literal["memory", "mmap"] = "memory"
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = main process)")
     resume: bool = False
+    init_from: Path | None = Field(None, description="encoder weights (encoder.pt of a pretrain stage) to start from")
+    init_strict: bool = Field(True, description="a missing, unexpected or mis-shaped encoder key is an error")
+    freeze_encoder_epochs: int = Field(0, ge=0, description="keep the transferred encoder fixed for the first N epochs")
+    pretrain_images: Literal["unlabeled", "unlabeled+train"] = Field(
+        "unlabeled+train", description="autoencoder pretraining: unlabeled scans, plus the training images without labels"
+    )
     overlay_cases: int = Field(2, ge=0)
     evaluate_test: bool = True
 

@@ -108,6 +108,17 @@ def tiny_preprocessed(tiny_phantom, tmp_path_factory) -> Path:
 
 
 TINY_MODELS = {
+    "autoencoder": {
+        "model": {
+            "name": "autoencoder",
+            "encoder": "unet2d",
+            "widths": [4, 8],
+            "norm": "batch",
+            "context_slices": 1,
+            "latent_channels": 2,
+        },
+        "train": {"patch_size": [32, 32], "batch_size": 4, "evaluate_test": False, "overlay_cases": 0},
+    },
     "unet2d": {
         "model": {"name": "unet2d", "widths": [4, 8], "context_slices": 1},
         "train": {"patch_size": [32, 32], "batch_size": 4},

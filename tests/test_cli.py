@@ -70,3 +70,10 @@ def test_train_with_a_patch_the_network_cannot_take_exits_2():
     result = runner.invoke(app, ["train", "-c", "configs/vnet3d.yaml", "train.patch_size=[60,64,64]"])
     assert result.exit_code == 2
     assert "train.patch_size [60, 64, 64] must be divisible by 8" in result.output
+
+
+def test_pretrain_and_train_refuse_each_others_models():
+    refused = runner.invoke(app, ["pretrain", "-c", "configs/vnet3d.yaml"])
+    assert refused.exit_code == 2 and "needs model.name=autoencoder, got 'vnet3d'" in refused.output
+    refused = runner.invoke(app, ["train", "-c", "configs/pretrain_vnet3d.yaml"])
+    assert refused.exit_code == 2 and "trained by `segpipe pretrain`" in refused.output

@@ -77,3 +77,27 @@ def save_training_curves(path: Path, history: list[dict]) -> None:
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def save_reconstruction_grid(
+    path: Path, inputs: np.ndarray, reconstructions: np.ndarray, samples: np.ndarray | None = None
+) -> None:
+    """PNG grid of 2D slices: inputs (top row), their reconstructions, and (VAE) samples from the prior.
+
+    Arrays are (N, x, y) RAS slices, shown radiologically on a shared grey scale per row pair.
+    """
+    rows = [("input", inputs), ("reconstruction", reconstructions)] + ([("prior sample", samples)] if samples is not None else [])
+    columns = max(len(r[1]) for r in rows)
+    plt, fig = _figure(1.8 * columns, 1.9 * len(rows))
+    low, high = np.percentile(inputs, [1, 99])
+    for r, (name, images) in enumerate(rows):
+        for c, image in enumerate(images):
+            ax = fig.add_subplot(len(rows), columns, r * columns + c + 1)
+            ax.imshow(_radiological(image), cmap="gray", vmin=low, vmax=high)
+            ax.axis("off")
+            if c == 0:
+                ax.set_title(name, fontsize=8, loc="left")
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -65,3 +65,22 @@ def _vnet3d(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
     from pipeline.models.vnet3d import VNet3d
 
     return VNet3d(in_channels, num_classes, tuple(settings.widths), tuple(settings.convs), settings.kernel_size, settings.norm)
+
+
+@register("autoencoder")
+def _autoencoder(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
+    """``num_classes`` is ignored: an autoencoder reconstructs its ``in_channels``."""
+    from pipeline.models.autoencoders import Autoencoder, build_encoder
+
+    return Autoencoder(
+        build_encoder(settings, in_channels),
+        in_channels,
+        settings.spatial_dims,
+        settings.variant,
+        settings.latent_channels,
+        settings.norm,
+        settings.sparsity_lambda,
+        settings.noise,
+        settings.noise_level,
+        settings.kl_beta,
+    )

@@ -17,11 +17,16 @@ import torch
 from pipeline.config import AugmentSettings
 
 
-def build_augmentation(settings: AugmentSettings, spatial_dims: int) -> Callable[[dict, int], dict] | None:
-    """Return ``augment(sample, seed) -> sample`` or ``None`` when every probability is zero."""
+def build_augmentation(
+    settings: AugmentSettings, spatial_dims: int, with_label: bool = True
+) -> Callable[[dict, int], dict] | None:
+    """Return ``augment(sample, seed) -> sample`` or ``None`` when every probability is zero.
+
+    ``with_label=False`` augments images alone (autoencoder pretraining).
+    """
     from monai import transforms as mt
 
-    keys, modes = ["image", "label"], ("bilinear", "nearest")
+    keys, modes = (["image", "label"], ("bilinear", "nearest")) if with_label else (["image"], ("bilinear",))
     chain = []
     rotate = math.radians(settings.rotate_degrees)
     scale = (settings.scale_range[0] - 1.0, settings.scale_range[1] - 1.0)
@@ -67,7 +72,9 @@ def build_augmentation(settings: AugmentSettings, spatial_dims: int) -> Callable
         compose.set_random_state(seed=seed)
         out = compose(sample)
         plain = {key: _plain(value) for key, value in out.items()}
-        plain["image"], plain["label"] = plain["image"].float(), plain["label"].round().long()
+        plain["image"] = plain["image"].float()
+        if "label" in plain:
+            plain["label"] = plain["label"].round().long()
         return plain
 
     return augment

@@ -70,16 +70,17 @@ def read_manifest(root: Path) -> Manifest:
         raise InvalidInputError(path, f"malformed preprocessed manifest ({exc!r})") from None
 
 
-def split_train_val(cases: list[dict], val_cases: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """Hold out ``val_cases`` labelled training cases (a seeded, order-independent choice).
+def split_train_val(cases: list[dict], val_cases: int, seed: int, need_labels: bool = True) -> tuple[list[dict], list[dict]]:
+    """Hold out ``val_cases`` of ``cases`` (labelled ones only if ``need_labels``): a seeded, order-independent choice.
 
     Raises:
-        InvalidInputError: fewer than ``val_cases + 1`` labelled training cases.
+        InvalidInputError: fewer than ``val_cases + 1`` usable cases.
     """
-    labelled = sorted((c for c in cases if c.get("label")), key=lambda c: c["case_id"])
+    labelled = sorted((c for c in cases if c.get("label") or not need_labels), key=lambda c: c["case_id"])
     if len(labelled) <= val_cases:
+        kind = "labelled training" if need_labels else "pretraining"
         raise InvalidInputError(
-            Path("dataset.json"), f"{len(labelled)} labelled training case(s); need more than train.val_cases={val_cases}"
+            Path("dataset.json"), f"{len(labelled)} {kind} case(s); need more than train.val_cases={val_cases}"
         )
     order = np.random.default_rng(seed).permutation(len(labelled))
     val = {labelled[i]["case_id"] for i in order[:val_cases]}
@@ -156,7 +157,9 @@ class PatchDataset(TorchDataset):
         case = self.cases[rng.integers(len(self.cases))]
         centre = self._centre(case, rng)
         image, label = self._extract(case, centre)
-        sample = {"image": torch.from_numpy(np.ascontiguousarray(image)), "label": torch.from_numpy(label[None].astype(np.int64))}
+        sample = {"image": torch.from_numpy(np.ascontiguousarray(image))}
+        if label is not None:
+            sample["label"] = torch.from_numpy(label[None].astype(np.int64))
         if self.transform is not None:
             sample = self.transform(sample, int(rng.integers(2**31)))
         if self.weight_map is not None:
@@ -170,12 +173,14 @@ class PatchDataset(TorchDataset):
             return voxels[rng.integers(len(voxels))].astype(np.int64)
         return np.array([rng.integers(n) for n in case.image.shape[1:]], dtype=np.int64)
 
-    def _extract(self, case: CaseArrays, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _extract(self, case: CaseArrays, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if len(self.patch_size) == 3:
             start = centre - np.asarray(self.patch_size) // 2
-            return crop_with_padding(case.image, start, self.patch_size), crop_with_padding(case.label, start, self.patch_size)
+            label = None if case.label is None else crop_with_padding(case.label, start, self.patch_size)
+            return crop_with_padding(case.image, start, self.patch_size), label
         size = (*self.patch_size, 2 * self.context + 1)
         start = np.array([centre[0] - size[0] // 2, centre[1] - size[1] // 2, centre[2] - self.context])
         slab = crop_with_padding(case.image, start, size)  # (C, x, y, 2k+1)
         image = np.moveaxis(slab, -1, 1).reshape(-1, *self.patch_size)  # channels: modality-major, then slice
-        return image, crop_with_padding(case.label[:, :, centre[2]], start[:2], self.patch_size)
+        label = None if case.label is None else crop_with_padding(case.label[:, :, centre[2]], start[:2], self.patch_size)
+        return image, label

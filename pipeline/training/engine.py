@@ -1,4 +1,4 @@
-"""The training loop shared by every segmentation model (2D and 3D, one process or DDP).
+"""The training loop shared by every model (segmentation and autoencoder pretraining, 2D and 3D, one process or DDP).
 
 ``train_model(cfg, stage)`` is what the CLI and DVC call. Per epoch: sample patches, step the
 optimizer (AMP on GPU), validate every ``val_every`` epochs with sliding-window inference and
@@ -15,8 +15,6 @@ import torch
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import SegPipeError
-from pipeline.evaluation.metrics import dice_per_class
-from pipeline.inference.sliding import predict_volume
 from pipeline.training.checkpoint import check_resume_fingerprint, load_checkpoint, save_checkpoint
 from pipeline.training.distributed import all_reduce_sum, barrier, broadcast_flag, shutdown
 from pipeline.training.schedule import learning_rate, set_learning_rate
@@ -33,7 +31,7 @@ class TrainState:
 
     epoch: int = 0  # epochs completed
     history: list[dict] = field(default_factory=list)
-    best_score: float = -1.0
+    best_score: float = float("-inf")
     best_epoch: int = 0
     elapsed_s: float = 0.0
     mlflow_run_id: str | None = None
@@ -41,6 +39,9 @@ class TrainState:
 
 def train_model(cfg: PipelineConfig, stage: str = "train") -> dict:
     """Train ``cfg.model`` on the preprocessed data in ``cfg.preprocess.out_dir``.
+
+    The task follows from the model: segmentation networks learn labels; an ``autoencoder``
+    learns to reconstruct images (pretraining) and its encoder is saved for transfer.
 
     Args:
         cfg: validated configuration (sections model, loss, augment, train, tracking).
@@ -54,7 +55,7 @@ def train_model(cfg: PipelineConfig, stage: str = "train") -> dict:
         ResumeRefusedError: ``train.resume`` with a checkpoint from different settings.
         TrainingDivergedError: the loss became NaN/Inf; checkpoints on disk are left untouched.
     """
-    from pipeline.training.finalize import finalize, start_tracking
+    from pipeline.training.finalize import start_tracking
 
     run = build_run(cfg)
     state = restore(run) if cfg.train.resume else TrainState()
@@ -63,9 +64,7 @@ def train_model(cfg: PipelineConfig, stage: str = "train") -> dict:
         fit(run, state, tracker)
         barrier(run.ctx)  # rank 0 has written best.pt before any rank reads it
         best_epoch = load_best_weights(run)
-        test_entries = [e for e in run.manifest.split("test") if e.get("label")]
-        test = validate(run, test_entries, "test") if cfg.train.evaluate_test and test_entries else {}
-        metrics = finalize(run, state, tracker, best_epoch, test) if run.ctx.is_main else {}
+        metrics = run.task.finish(run, state, tracker, best_epoch)
     except BaseException:
         tracker.end("FAILED")
         shutdown(run.ctx)
@@ -109,7 +108,7 @@ def fit(run: TrainingRun, state: TrainState, tracker) -> None:
         out_of_time = broadcast_flag(spent >= t.max_time_minutes * 60, run.ctx)
         last_epoch = state.epoch + 1 == t.max_epochs or out_of_time
         if (state.epoch + 1) % t.val_every == 0 or last_epoch:
-            record.update(validate(run))
+            record.update(run.task.validate(run))
         record["epoch_time_s"] = time.perf_counter() - started
         state.elapsed_s += record["epoch_time_s"]
         state.epoch += 1
@@ -130,9 +129,10 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
         run.loader.sampler.set_epoch(epoch)
     total_steps = t.max_epochs * t.iterations_per_epoch
     loss_sum, samples, started = torch.zeros(2, dtype=torch.float64), 0, time.perf_counter()
+    frozen = epoch < t.freeze_encoder_epochs
     for step, batch in enumerate(run.loader):
         lr = learning_rate(t, epoch * t.iterations_per_epoch + step, total_steps)
-        set_learning_rate(run.optimizer, lr)
+        set_learning_rate(run.optimizer, lr, frozen_encoder=frozen)
         loss = train_step(run, batch)
         if broadcast_flag(not torch.isfinite(loss).item(), run.ctx):
             last, best = checkpoint_paths(run.cfg)
@@ -158,13 +158,11 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
 def train_step(run: TrainingRun, batch: dict) -> torch.Tensor:
     """Forward, backward and optimizer step for one batch (skips the update when the loss is not finite)."""
     memory_format = _memory_format(run)
-    image = batch["image"].to(run.device, non_blocking=True, memory_format=memory_format)
-    label = batch["label"].to(run.device, non_blocking=True)
-    weight = batch["weight"].to(run.device) if "weight" in batch else None
+    batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+    batch["image"] = batch["image"].contiguous(memory_format=memory_format)
     run.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(run.device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
-        logits = run.model(image)
-    loss = run.loss(logits.float(), label, weight)
+        loss = run.task.batch_loss(run, batch)
     if not torch.isfinite(loss):
         return loss.detach()
     scaled = run.scaler.scale(loss) if run.scaler else loss
@@ -187,43 +185,10 @@ def _memory_format(run: TrainingRun) -> torch.memory_format:
     return torch.channels_last if run.cfg.model.spatial_dims == 2 else torch.channels_last_3d
 
 
-def validate(run: TrainingRun, entries: list[dict] | None = None, prefix: str = "val") -> dict:
-    """Sliding-window Dice per class on ``entries`` (default: the held-out cases), averaged over cases and ranks."""
-    from pipeline.training.data import load_case
-
-    entries = run.val_entries if entries is None else entries
-    names = [run.manifest.labels[v] for v in range(1, run.manifest.num_classes)]
-    sums = torch.zeros(len(names) + 1, dtype=torch.float64)
-    run.model.eval()
-    for entry in entries[run.ctx.rank :: run.ctx.world_size]:
-        case = load_case(run.manifest, entry)
-        probs = predict_case(run, case.image)
-        sums[:-1] += dice_per_class(probs.argmax(0).cpu(), torch.from_numpy(case.label), run.manifest.num_classes).double()
-        sums[-1] += 1
-    all_reduce_sum(sums, run.ctx)
-    dice = sums[:-1] / sums[-1].clamp_min(1)
-    metrics = {f"{prefix}_dice_{name}": float(d) for name, d in zip(names, dice)}
-    metrics[f"{prefix}_dice_mean"] = float(dice.mean())
-    return metrics
-
-
-def predict_case(run: TrainingRun, image) -> torch.Tensor:
-    """Class probabilities (K, x, y, z) of one preprocessed image with the current network."""
-    tensor = torch.as_tensor(image, dtype=torch.float32).to(run.device)
-    return predict_volume(
-        run.bare_model,
-        tensor,
-        run.cfg.train.patch_size,
-        run.cfg.model.context_slices,
-        run.cfg.train.val_overlap,
-        autocast_dtype=run.amp_dtype,
-    )
-
-
 def _save_epoch(run: TrainingRun, state: TrainState, record: dict) -> None:
     """Write ``last.pt`` (and ``best.pt`` when the validation score improved), atomically."""
     last, best = checkpoint_paths(run.cfg)
-    score = record.get("val_dice_mean")
+    score = record.get(run.task.score_key)
     if score is not None and score > state.best_score:
         state.best_score, state.best_epoch = score, state.epoch
         save_checkpoint(best, {"model": run.bare_model.state_dict(), "epoch": state.epoch, "score": score})

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from pipeline.data.labels import LabelRegistry
-from pipeline.evaluation.figures import save_overlay, save_training_curves
+from pipeline.evaluation.figures import save_overlay, save_reconstruction_grid, save_training_curves
 from pipeline.io_utils import atomic_path, write_json_atomic
 from pipeline.tracking.mlflow_run import RunTracker, git_commit, run_tags
 from pipeline.training.checkpoint import flatten, save_state_dict
@@ -26,6 +26,8 @@ def start_tracking(run: TrainingRun, state, stage: str) -> RunTracker:
     params = flatten("", {name: dumped[name] for name in TRACKED_SECTIONS})
     params.update({"in_channels": str(run.in_channels), "world_size": str(run.ctx.world_size), "device": run.device.type})
     tags = {**run_tags(stage, run.data_fingerprint), "model": run.cfg.model.name}
+    if run.transfer is not None:
+        tags.update(init_from=str(run.transfer.source), init_loaded_tensors=str(len(run.transfer.loaded)))
     state.mlflow_run_id = tracker.start(f"{stage}-{run.cfg.model.name}", params, tags, run_id=state.mlflow_run_id)
     return tracker
 
@@ -102,7 +104,7 @@ def model_card(run: TrainingRun, best_epoch: int, metrics: dict) -> dict:
 def write_figures(run: TrainingRun, history: list[dict], folder: Path) -> list[Path]:
     """Training curves plus one overlay per validation case (axial slice with the most foreground)."""
     from pipeline.training.data import load_case
-    from pipeline.training.engine import predict_case
+    from pipeline.training.tasks import predict_case
 
     paths = [folder / "curves.png"]
     save_training_curves(paths[0], history)
@@ -118,3 +120,67 @@ def write_figures(run: TrainingRun, history: list[dict], folder: Path) -> list[P
         )
         paths.append(path)
     return paths
+
+
+def finalize_pretraining(run: TrainingRun, state, tracker: RunTracker, best_epoch: int) -> dict:
+    """Write the encoder weights (the DVC output that segmentation starts from), the whole autoencoder,
+    a card, metrics, plots and the reconstruction grid; log them to MLflow."""
+    from pipeline.training.transfer import save_encoder
+
+    t = run.cfg.train
+    out_dir, reports = Path(t.out_dir), Path(t.reports_dir)
+    best = next(h for h in state.history if h["epoch"] == best_epoch)
+    metrics = {
+        "model": f"autoencoder/{run.cfg.model.variant}/{run.cfg.model.encoder}",
+        "best_epoch": best_epoch,
+        "epochs": state.epoch,
+        "train_minutes": round(state.elapsed_s / 60, 3),
+        "samples_per_s": float(np.mean([h["samples_per_s"] for h in state.history])),
+        "pretraining_cases": len(run.train_cases),
+        "val_reconstruction_mse": best["val_reconstruction_mse"],
+    }
+    save_encoder(out_dir / "encoder.pt", run.bare_model)
+    save_state_dict(out_dir / "autoencoder.pt", run.bare_model)
+    card = {
+        **model_card(run, best_epoch, metrics),
+        "metrics": metrics,
+        "transfer": "encoder.pt loads into a model.name="
+        f"{run.cfg.model.encoder} network with the same widths/norm (train.init_from)",
+    }
+    write_json_atomic(out_dir / "model_card.json", card)
+    write_json_atomic(reports / "metrics.json", metrics)
+    write_json_atomic(reports / "details" / "history.json", state.history)
+    loss_series = [
+        {
+            "epoch": h["epoch"],
+            "train_loss": h["train_loss"],
+            **({"val_reconstruction_mse": h["val_reconstruction_mse"]} if "val_reconstruction_mse" in h else {}),
+        }
+        for h in state.history
+    ]
+    write_json_atomic(reports / "plots" / "train.json", loss_series)
+    grid = reports / "details" / "reconstructions.png"
+    write_reconstruction_grid(run, grid)
+    save_training_curves(reports / "details" / "curves.png", state.history)
+    for path in [reports / "metrics.json", out_dir / "model_card.json", out_dir / "encoder.pt"]:
+        tracker.log_artifact(path)
+    for path in [grid, reports / "details" / "curves.png"]:
+        tracker.log_artifact(path, "figures")
+    return metrics
+
+
+def write_reconstruction_grid(run: TrainingRun, path: Path, count: int = 6) -> None:
+    """Centre slices of held-out patches, their reconstructions and (VAE) samples from the prior."""
+    model = run.bare_model.eval()
+    patches = run.task.validation_batch(run)[:count].to(run.device)
+    with torch.no_grad():
+        recon = model(patches)["reconstruction"].float().cpu().numpy()
+        samples = (
+            model.sample(count, tuple(run.cfg.train.patch_size)).float().cpu().numpy() if model.variant == "variational" else None
+        )
+    centre = run.cfg.model.context_slices  # 2.5D: the centre slice's channel
+
+    def slices(batch: np.ndarray) -> np.ndarray:
+        return batch[:, centre] if batch.ndim == 4 else batch[:, 0, :, :, batch.shape[-1] // 2]
+
+    save_reconstruction_grid(path, slices(patches.cpu().numpy()), slices(recon), None if samples is None else slices(samples))

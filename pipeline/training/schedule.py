@@ -19,14 +19,17 @@ def learning_rate(settings: TrainSettings, step: int, total_steps: int) -> float
     return settings.lr
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set ``lr`` on every parameter group."""
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, frozen_encoder: bool = False) -> None:
+    """Set ``lr`` on every parameter group; 0 on the ``encoder`` group while it is frozen (no update, no decay)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = 0.0 if frozen_encoder and group.get("name") == "encoder" else lr
 
 
-def build_optimizer(settings: TrainSettings, parameters) -> torch.optim.Optimizer:
-    """AdamW, or SGD with Nesterov momentum as in nnU-Net."""
+def build_optimizer(settings: TrainSettings, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW, or SGD with Nesterov momentum as in nnU-Net; the encoder's parameters form their own group."""
+    encoder = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    parameters = [{"params": encoder, "name": "encoder"}, {"params": rest, "name": "rest"}]
     if settings.optimizer == "sgd":
         return torch.optim.SGD(
             parameters, lr=settings.lr, momentum=settings.momentum, nesterov=True, weight_decay=settings.weight_decay

@@ -23,6 +23,8 @@ from pipeline.training.data import CaseArrays, Manifest, PatchDataset, load_case
 from pipeline.training.distributed import DistContext, init_distributed, pick_device
 from pipeline.training.losses import SegmentationLoss, unet_border_weight_map
 from pipeline.training.schedule import build_optimizer
+from pipeline.training.tasks import task_for
+from pipeline.training.transfer import TransferReport, load_encoder
 
 # Settings that may change when resuming; everything else in these sections must match (T4).
 RESUMABLE_TRAIN_KEYS = {
@@ -54,7 +56,7 @@ class TrainingRun:
     val_entries: list[dict]
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    loss: SegmentationLoss
+    loss: SegmentationLoss | None
     loader: DataLoader
     dataset: PatchDataset
     in_channels: int
@@ -62,6 +64,9 @@ class TrainingRun:
     scaler: torch.amp.GradScaler | None
     fingerprint: dict[str, str]
     data_fingerprint: str
+    task: object
+    transfer: TransferReport | None
+    cache: dict
 
     @property
     def bare_model(self) -> nn.Module:
@@ -122,16 +127,20 @@ def build_run(cfg: PipelineConfig) -> TrainingRun:
     ctx = init_distributed(device)
     seed_everything(cfg.base.seed, t.deterministic)
     manifest = read_manifest(cfg.preprocess.out_dir)
-    train_entries, val_entries = split_train_val(manifest.split("train"), t.val_cases, cfg.base.seed)
+    task = task_for(cfg.model.name)
+    train_entries, val_entries = split_train_val(
+        training_entries(cfg, manifest, task), t.val_cases, cfg.base.seed, task.needs_labels
+    )
     cases = [load_case(manifest, e, mmap=t.cache == "mmap") for e in train_entries]
     context = cfg.model.context_slices
     in_channels = len(manifest.modalities) * (2 * context + 1)
     model = build_model(cfg.model, in_channels, manifest.num_classes).to(device)
     if t.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last if cfg.model.spatial_dims == 2 else torch.channels_last_3d)
-    loss = SegmentationLoss(cfg.loss)
-    dataset, loader = make_loader(cfg, cases, ctx, device, loss.needs_weight_map)
-    optimizer = build_optimizer(t, model.parameters())
+    transfer = load_encoder(model, t.init_from, t.init_strict) if t.init_from else None
+    loss = SegmentationLoss(cfg.loss) if task.needs_labels else None
+    dataset, loader = make_loader(cfg, cases, ctx, device, loss is not None and loss.needs_weight_map)
+    optimizer = build_optimizer(t, model)
     if ctx.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     amp_dtype = amp_dtype_for(t.amp, device)
@@ -154,7 +163,18 @@ def build_run(cfg: PipelineConfig) -> TrainingRun:
         scaler,
         resume_fingerprint(cfg, manifest, data_hash, ctx.world_size),
         data_hash,
+        task,
+        transfer,
+        {},
     )
+
+
+def training_entries(cfg: PipelineConfig, manifest: Manifest, task) -> list[dict]:
+    """Labelled training cases for segmentation; unlabeled scans (plus training images) for pretraining."""
+    if task.needs_labels:
+        return manifest.split("train")
+    extra = manifest.split("train") if cfg.train.pretrain_images == "unlabeled+train" else []
+    return manifest.split("unlabeled") + [{k: v for k, v in e.items() if k != "label"} for e in extra]
 
 
 def make_loader(
@@ -163,7 +183,7 @@ def make_loader(
     """The patch dataset (all ranks' samples of an epoch) and this rank's loader over its share."""
     t = cfg.train
     weight_fn = partial(unet_border_weight_map, w0=cfg.loss.border_w0, sigma=cfg.loss.border_sigma_px) if weight_map else None
-    augment = build_augmentation(cfg.augment, cfg.model.spatial_dims)
+    augment = build_augmentation(cfg.augment, cfg.model.spatial_dims, with_label=cfg.model.name != "autoencoder")
     samples = t.iterations_per_epoch * t.batch_size * ctx.world_size
     dataset = PatchDataset(
         cases, t.patch_size, cfg.model.context_slices, t.foreground_fraction, samples, cfg.base.seed, augment, weight_fn

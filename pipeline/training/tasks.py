@@ -1,0 +1,107 @@
+"""What differs between training a segmentation network and pretraining an autoencoder.
+
+The engine's loop is the same for both; a task supplies the loss of a batch, the validation
+metrics (with the key that selects the best model) and what to write at the end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.evaluation.metrics import dice_per_class
+from pipeline.inference.sliding import predict_volume
+from pipeline.training.data import PatchDataset, load_case
+from pipeline.training.distributed import all_reduce_sum
+
+
+class SegmentationTask:
+    """Labels in, softmax logits out; validated by sliding-window Dice per class."""
+
+    score_key = "val_dice_mean"
+    needs_labels = True
+
+    def batch_loss(self, run, batch: dict) -> torch.Tensor:
+        logits = run.model(batch["image"])
+        return run.loss(logits.float(), batch["label"], batch.get("weight"))
+
+    def validate(self, run, entries: list[dict] | None = None, prefix: str = "val") -> dict:
+        """Dice per class on ``entries`` (default: the held-out cases), averaged over cases and ranks."""
+        entries = run.val_entries if entries is None else entries
+        names = [run.manifest.labels[v] for v in range(1, run.manifest.num_classes)]
+        sums = torch.zeros(len(names) + 1, dtype=torch.float64)
+        run.model.eval()
+        for entry in entries[run.ctx.rank :: run.ctx.world_size]:
+            case = load_case(run.manifest, entry)
+            probs = predict_case(run, case.image)
+            sums[:-1] += dice_per_class(probs.argmax(0).cpu(), torch.from_numpy(case.label), run.manifest.num_classes).double()
+            sums[-1] += 1
+        all_reduce_sum(sums, run.ctx)
+        dice = sums[:-1] / sums[-1].clamp_min(1)
+        metrics = {f"{prefix}_dice_{name}": float(d) for name, d in zip(names, dice)}
+        metrics[f"{prefix}_dice_mean"] = float(dice.mean())
+        return metrics
+
+    def finish(self, run, state, tracker, best_epoch: int) -> dict:
+        """Score the best weights on the labelled test cases; rank 0 writes model, card, reports."""
+        from pipeline.training.finalize import finalize
+
+        test_entries = [e for e in run.manifest.split("test") if e.get("label")]
+        test = self.validate(run, test_entries, "test") if run.cfg.train.evaluate_test and test_entries else {}
+        return finalize(run, state, tracker, best_epoch, test) if run.ctx.is_main else {}
+
+
+class ReconstructionTask:
+    """Images in, images out (autoencoder pretraining); validated by reconstruction error on fixed patches."""
+
+    score_key = "val_score"
+    needs_labels = False
+    validation_patches = 16
+
+    def batch_loss(self, run, batch: dict) -> torch.Tensor:
+        model = run.bare_model
+        output = run.model(model.corrupt(batch["image"]))
+        loss, _ = model.loss(batch["image"], output)
+        return loss
+
+    @torch.no_grad()
+    def validate(self, run) -> dict:
+        """Mean squared reconstruction error on the same patches of the held-out scans every time."""
+        run.model.eval()
+        patches = self.validation_batch(run)
+        sums = torch.zeros(2, dtype=torch.float64)
+        for index in range(run.ctx.rank, len(patches), run.ctx.world_size):
+            image = patches[index : index + 1].to(run.device)
+            output = run.bare_model(image)
+            sums += torch.tensor([torch.mean((output["reconstruction"].float() - image) ** 2).item(), 1.0], dtype=torch.float64)
+        all_reduce_sum(sums, run.ctx)
+        mse = float(sums[0] / sums[1].clamp_min(1))
+        return {"val_reconstruction_mse": mse, "val_score": -mse}
+
+    def validation_batch(self, run) -> torch.Tensor:
+        """``validation_patches`` patches of the held-out scans, the same for every call (fixed seed, no augmentation)."""
+        if "validation_batch" not in run.cache:
+            cases = [load_case(run.manifest, e) for e in run.val_entries]
+            t = run.cfg.train
+            dataset = PatchDataset(cases, t.patch_size, run.cfg.model.context_slices, 0.0, self.validation_patches, seed=12345)
+            run.cache["validation_batch"] = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+        return run.cache["validation_batch"]
+
+    def finish(self, run, state, tracker, best_epoch: int) -> dict:
+        from pipeline.training.finalize import finalize_pretraining
+
+        return finalize_pretraining(run, state, tracker, best_epoch) if run.ctx.is_main else {}
+
+
+def task_for(model_name: str):
+    """The task a model is trained for: reconstruction for ``autoencoder``, segmentation otherwise."""
+    return ReconstructionTask() if model_name == "autoencoder" else SegmentationTask()
+
+
+def predict_case(run, image: np.ndarray) -> torch.Tensor:
+    """Class probabilities (K, x, y, z) of one preprocessed image with the current network."""
+    tensor = torch.as_tensor(image, dtype=torch.float32).to(run.device)
+    t = run.cfg.train
+    return predict_volume(
+        run.bare_model, tensor, t.patch_size, run.cfg.model.context_slices, t.val_overlap, autocast_dtype=run.amp_dtype
+    )
