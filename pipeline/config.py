@@ -217,6 +217,9 @@ class TrainSettings(Section):
     val_every: int = Field(2, ge=1)
     val_cases: int = Field(2, ge=1, description="training cases held out for validation")
     val_overlap: float = Field(0.25, ge=0, lt=1)
+    labelled_cases: int | None = Field(
+        None, ge=1, description="train on only this many labelled cases (seeded choice; label-efficiency experiments)"
+    )
     foreground_fraction: float = Field(
         0.67, ge=0, le=1, description="share of patches centred on a foreground voxel (class-balanced)"
     )

@@ -35,14 +35,15 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
     )
     params["preprocess"]["spacing_mm"] = [8.0, 8.0, 10.0]
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    _shrink_training(project / "configs" / "unet2d.yaml", {"widths": [4, 8]}, [32, 32])
-    _shrink_training(project / "configs" / "vnet3d.yaml", {"widths": [4, 8], "convs": [1, 1], "kernel_size": 3}, [16, 16, 16])
+    for prefix in ("", "pretrain_"):  # the autoencoder's encoder keys must equal the segmentation network's
+        _shrink_training(project / "configs" / f"{prefix}unet2d.yaml", {"widths": [4, 8]}, [32, 32])
+        _shrink_training(project / "configs" / f"{prefix}vnet3d.yaml", {"widths": [4, 8], "convs": [1, 1]}, [16, 16, 16])
     _run(["git", "init", "-q"], project)
     _run(["dvc", "init", "-q"], project)
     _run(["dvc", "config", "core.analytics", "false"], project)
 
     first = _run(["dvc", "repro"], project)
-    stages = ("synth", "verify", "preprocess", "train_unet2d", "train_vnet3d")
+    stages = ("synth", "verify", "preprocess", "pretrain_unet2d", "pretrain_vnet3d", "train_unet2d", "train_vnet3d")
     for stage in stages:
         assert f"Running stage '{stage}'" in first
     manifest = json.loads((project / "data" / "preprocessed" / "dataset.json").read_text())
@@ -80,5 +81,10 @@ def _assert_mlflow_runs(project):
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("segpipe").experiment_id])
-    assert sorted(r.data.tags["dvc_stage"] for r in runs) == ["train_unet2d", "train_vnet3d"]
-    assert all(r.info.status == "FINISHED" and "val_dice_mean" in r.data.metrics for r in runs)
+    stages = {r.data.tags["dvc_stage"]: r for r in runs}
+    assert sorted(stages) == ["pretrain_unet2d", "pretrain_vnet3d", "train_unet2d", "train_vnet3d"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for model in ("unet2d", "vnet3d"):
+        assert "val_dice_mean" in stages[f"train_{model}"].data.metrics
+        assert "val_reconstruction_mse" in stages[f"pretrain_{model}"].data.metrics
+        assert stages[f"train_{model}"].data.tags["init_from"] == f"models/pretrain_{model}/encoder.pt"
