@@ -114,7 +114,7 @@ def main() -> None:
         for amp in args.amp:
             cfg = load_config(
                 _with_base([Path(f"configs/{name}.yaml"), *args.extra_config]),
-                ["model.context_slices=0"] if name == "unet2d" else [],
+                ["train.init_from=null", *(["model.context_slices=0"] if name == "unet2d" else [])],
             )
             cfg.train.amp, cfg.tracking.enabled = amp, False
             engine = time_engine(cfg, args.steps)

@@ -73,8 +73,6 @@ def read_manifest(root: Path) -> Manifest:
 def split_train_val(cases: list[dict], val_cases: int, seed: int, need_labels: bool = True) -> tuple[list[dict], list[dict]]:
     """Hold out ``val_cases`` of ``cases`` (labelled ones only if ``need_labels``): a seeded, order-independent choice.
 
-    The training cases come back in a seeded order, so their first N are a seeded subset.
-
     Raises:
         InvalidInputError: fewer than ``val_cases + 1`` usable cases.
     """
@@ -85,8 +83,8 @@ def split_train_val(cases: list[dict], val_cases: int, seed: int, need_labels: b
             Path("dataset.json"), f"{len(labelled)} {kind} case(s); need more than train.val_cases={val_cases}"
         )
     order = np.random.default_rng(seed).permutation(len(labelled))
-    held_out = order[:val_cases]
-    return [labelled[i] for i in order[val_cases:]], [labelled[i] for i in sorted(held_out)]
+    val = {labelled[i]["case_id"] for i in order[:val_cases]}
+    return [c for c in labelled if c["case_id"] not in val], [c for c in labelled if c["case_id"] in val]
 
 
 def load_case(manifest: Manifest, entry: dict, mmap: bool = False) -> CaseArrays:

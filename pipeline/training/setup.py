@@ -131,6 +131,9 @@ def build_run(cfg: PipelineConfig) -> TrainingRun:
     train_entries, val_entries = split_train_val(
         training_entries(cfg, manifest, task), t.val_cases, cfg.base.seed, task.needs_labels
     )
+    if t.labelled_cases is not None and task.needs_labels:
+        keep = np.random.default_rng(cfg.base.seed + 1).permutation(len(train_entries))[: t.labelled_cases]
+        train_entries = [train_entries[i] for i in sorted(keep)]
     cases = [load_case(manifest, e, mmap=t.cache == "mmap") for e in train_entries]
     context = cfg.model.context_slices
     in_channels = len(manifest.modalities) * (2 * context + 1)

@@ -169,3 +169,16 @@ def test_border_weighted_ce_trains_through_the_engine(tiny_preprocessed, tmp_pat
     run_metrics = train_model(cfg)
     history = json.loads((tmp_path / "reports" / "details" / "history.json").read_text())
     assert run_metrics["epochs"] == 1 and 0.0 < history[0]["train_loss"] < 100.0
+
+
+def test_labelled_cases_trains_on_a_seeded_subset_and_keeps_validation(tiny_preprocessed, tmp_path):
+    from pipeline.training.setup import build_run
+
+    chosen = set()
+    for seed in range(6):
+        cfg = tiny_train_config(tiny_preprocessed, tmp_path, base={"seed": seed}, train={"labelled_cases": 1})
+        run = build_run(cfg)
+        assert len(run.train_cases) == 1 and len(run.val_entries) == 1
+        assert run.train_cases[0].case_id not in {e["case_id"] for e in run.val_entries}
+        chosen.add(run.train_cases[0].case_id)
+    assert len(chosen) >= 2  # the subset depends on the seed
