@@ -51,7 +51,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def save_state_dict(path: Path, model: torch.nn.Module) -> None:
     """Write the model's ``state_dict`` (CPU tensors) atomically: the canonical model file."""
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
     with atomic_path(Path(path)) as tmp:
         torch.save(state, tmp)
 
@@ -86,5 +86,6 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: value if isinstance(value, str) else json.dumps(value, default=str)}
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a ``DistributedDataParallel`` wrapper (or the model itself)."""
     return model.module if hasattr(model, "module") else model

@@ -38,11 +38,7 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test
     out_dir, reports = Path(t.out_dir), Path(t.reports_dir)
     best = next(h for h in state.history if h["epoch"] == best_epoch)
     metrics = {
-        "model": run.cfg.model.name,
-        "best_epoch": best_epoch,
-        "epochs": state.epoch,
-        "train_minutes": round(state.elapsed_s / 60, 3),
-        "samples_per_s": float(np.mean([h["samples_per_s"] for h in state.history])),
+        **run_summary(run.cfg.model.name, state, best_epoch),
         **{k: v for k, v in best.items() if k.startswith("val_dice_")},
         **test,
     }
@@ -66,6 +62,17 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test
         tracker.log_artifact(path, "figures")
     tracker.log_model(run.bare_model.cpu().eval(), run.in_channels, run.manifest.num_classes, run.cfg.model.spatial_dims)
     return metrics
+
+
+def run_summary(model: str, state, best_epoch: int) -> dict:
+    """Fields every training stage's ``metrics.json`` starts with."""
+    return {
+        "model": model,
+        "best_epoch": best_epoch,
+        "epochs": state.epoch,
+        "train_minutes": round(state.elapsed_s / 60, 3),
+        "samples_per_s": float(np.mean([h["samples_per_s"] for h in state.history])),
+    }
 
 
 def write_plot_files(history: list[dict], folder: Path) -> None:
@@ -103,15 +110,14 @@ def model_card(run: TrainingRun, best_epoch: int, metrics: dict) -> dict:
 
 def write_figures(run: TrainingRun, history: list[dict], folder: Path) -> list[Path]:
     """Training curves plus one overlay per validation case (axial slice with the most foreground)."""
-    from pipeline.training.data import load_case
-    from pipeline.training.tasks import predict_case
+    from pipeline.training.tasks import cached_case, predict_case
 
     paths = [folder / "curves.png"]
     save_training_curves(paths[0], history)
     registry = LabelRegistry.from_mapping(run.manifest.labels)
     run.model.eval()
     for entry in run.val_entries[: run.cfg.train.overlay_cases]:
-        case = load_case(run.manifest, entry)
+        case = cached_case(run, entry)
         prediction = predict_case(run, case.image).argmax(0).cpu().numpy()
         z = int((case.label > 0).sum(axis=(0, 1)).argmax())
         path = folder / f"overlay_{case.case_id}.png"
@@ -131,11 +137,7 @@ def finalize_pretraining(run: TrainingRun, state, tracker: RunTracker, best_epoc
     out_dir, reports = Path(t.out_dir), Path(t.reports_dir)
     best = next(h for h in state.history if h["epoch"] == best_epoch)
     metrics = {
-        "model": f"autoencoder/{run.cfg.model.variant}/{run.cfg.model.encoder}",
-        "best_epoch": best_epoch,
-        "epochs": state.epoch,
-        "train_minutes": round(state.elapsed_s / 60, 3),
-        "samples_per_s": float(np.mean([h["samples_per_s"] for h in state.history])),
+        **run_summary(f"autoencoder/{run.cfg.model.variant}/{run.cfg.model.encoder}", state, best_epoch),
         "pretraining_cases": len(run.train_cases),
         "val_reconstruction_mse": best["val_reconstruction_mse"],
     }

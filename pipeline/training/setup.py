@@ -18,7 +18,7 @@ from pipeline.config import PipelineConfig
 from pipeline.io_utils import text_digest
 from pipeline.models import build_model
 from pipeline.training.augment import build_augmentation
-from pipeline.training.checkpoint import flatten
+from pipeline.training.checkpoint import flatten, unwrap_model
 from pipeline.training.data import CaseArrays, Manifest, PatchDataset, load_case, read_manifest, split_train_val
 from pipeline.training.distributed import DistContext, init_distributed, pick_device
 from pipeline.training.losses import SegmentationLoss, unet_border_weight_map
@@ -70,7 +70,7 @@ class TrainingRun:
 
     @property
     def bare_model(self) -> nn.Module:
-        return self.model.module if hasattr(self.model, "module") else self.model
+        return unwrap_model(self.model)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

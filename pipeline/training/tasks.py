@@ -32,7 +32,7 @@ class SegmentationTask:
         sums = torch.zeros(len(names) + 1, dtype=torch.float64)
         run.model.eval()
         for entry in entries[run.ctx.rank :: run.ctx.world_size]:
-            case = load_case(run.manifest, entry)
+            case = cached_case(run, entry)
             probs = predict_case(run, case.image)
             sums[:-1] += dice_per_class(probs.argmax(0).cpu(), torch.from_numpy(case.label), run.manifest.num_classes).double()
             sums[-1] += 1
@@ -81,7 +81,7 @@ class ReconstructionTask:
     def validation_batch(self, run) -> torch.Tensor:
         """``validation_patches`` patches of the held-out scans, the same for every call (fixed seed, no augmentation)."""
         if "validation_batch" not in run.cache:
-            cases = [load_case(run.manifest, e) for e in run.val_entries]
+            cases = [cached_case(run, e) for e in run.val_entries]
             t = run.cfg.train
             dataset = PatchDataset(cases, t.patch_size, run.cfg.model.context_slices, 0.0, self.validation_patches, seed=12345)
             run.cache["validation_batch"] = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
@@ -91,6 +91,14 @@ class ReconstructionTask:
         from pipeline.training.finalize import finalize_pretraining
 
         return finalize_pretraining(run, state, tracker, best_epoch) if run.ctx.is_main else {}
+
+
+def cached_case(run, entry: dict):
+    """A case's arrays, read from disk once per run (validation repeats every few epochs)."""
+    key = ("case", entry["case_id"])
+    if key not in run.cache:
+        run.cache[key] = load_case(run.manifest, entry)
+    return run.cache[key]
 
 
 def task_for(model_name: str):

@@ -17,7 +17,7 @@ from torch import nn
 
 from pipeline.errors import InvalidInputError
 from pipeline.io_utils import atomic_path
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.checkpoint import load_checkpoint, unwrap_model
 
 PREFIX = "encoder."
 
@@ -47,8 +47,7 @@ class TransferReport:
 
 def encoder_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The ``encoder.*`` entries of a model's state_dict (CPU copies)."""
-    bare = model.module if hasattr(model, "module") else model
-    return {k: v.detach().cpu() for k, v in bare.state_dict().items() if k.startswith(PREFIX)}
+    return {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items() if k.startswith(PREFIX)}
 
 
 def save_encoder(path: Path, model: nn.Module) -> None:
@@ -73,7 +72,8 @@ def load_encoder(model: nn.Module, path: Path, strict: bool = True) -> TransferR
     """
     path = Path(path)
     source = load_checkpoint(path)
-    target = {k: v for k, v in (model.module if hasattr(model, "module") else model).state_dict().items() if k.startswith(PREFIX)}
+    bare = unwrap_model(model)
+    target = {k: v for k, v in bare.state_dict().items() if k.startswith(PREFIX)}
     report = TransferReport(path)
     report.unexpected = sorted(k for k in source if k not in target)
     report.missing = sorted(k for k in target if k not in source)
@@ -85,7 +85,6 @@ def load_encoder(model: nn.Module, path: Path, strict: bool = True) -> TransferR
     if strict and not report.complete:
         raise InvalidInputError(path, "encoder weights do not fit this network (train.init_strict=true): " + report.summary())
     loadable = {k: source[k] for k in target if k in source and tuple(source[k].shape) == tuple(target[k].shape)}
-    bare = model.module if hasattr(model, "module") else model
     bare.load_state_dict(loadable, strict=False)
     report.loaded = sorted(loadable)
     return report
