@@ -118,8 +118,7 @@ def main() -> None:
             )
             cfg.train.amp, cfg.tracking.enabled = amp, False
             engine = time_engine(cfg, args.steps)
-            from pipeline.training.distributed import pick_device
-            from pipeline.training.setup import amp_dtype_for
+            from pipeline.devices import amp_dtype_for, pick_device
 
             device = pick_device(cfg.train.device)
             plain = time_plain_loop(cfg, args.steps, device, amp_dtype_for(amp, device))

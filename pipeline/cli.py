@@ -3,6 +3,7 @@ files overlay earlier ones) and trailing dotted overrides ``section.key=value``.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -150,6 +151,73 @@ def pretrain(
             f"{metrics['train_minutes']} min; val reconstruction MSE {metrics['val_reconstruction_mse']:.4f}"
         )
         typer.echo(f"wrote {Path(cfg.train.out_dir) / 'encoder.pt'}")
+
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="replace outputs that already exist (refused otherwise)")]
+
+
+@app.command()
+@stage
+def infer(config: ConfigOption = None, overrides: OverridesArg = None, overwrite: OverwriteOption = False) -> None:
+    """Segment the dataset's test scans with infer.models into infer.out_dir, on each scan's own grid."""
+    from pipeline.inference.run import infer_dataset
+
+    cfg = _load(config, overrides)
+    path = infer_dataset(cfg, overwrite)
+    seconds = json.loads(path.read_text())["seconds_per_case"]
+    typer.echo(f"predicted {len(seconds)} scan(s) in {sum(seconds.values()):.1f} s; wrote {path.parent}")
+
+
+@app.command()
+@stage
+def evaluate(
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+    stage_name: Annotated[str, typer.Option("--stage", help="DVC stage name recorded in MLflow")] = "evaluate",
+) -> None:
+    """Score infer.out_dir against the test ground truth (Dice, IoU, HD95, NSD) and write the QC report."""
+    from pipeline.evaluation.run import evaluate_dataset
+
+    cfg = _load(config, overrides)
+    metrics = evaluate_dataset(cfg, stage_name)
+    summary = {k: round(v, 4) for k, v in metrics.items() if k.endswith("_mean")}
+    typer.echo(f"evaluated {metrics['cases']} case(s): {summary}; wrote {cfg.evaluate.reports_dir}")
+
+
+@app.command()
+@stage
+def export(config: ConfigOption = None, overrides: OverridesArg = None, overwrite: OverwriteOption = False) -> None:
+    """Write the predicted test masks as NIfTI, 3D Slicer .seg.nrrd, colour table and ITK-SNAP labels."""
+    from pipeline.export.run import export_dataset
+
+    cfg = _load(config, overrides)
+    path = export_dataset(cfg, overwrite)
+    typer.echo(f"exported {len(json.loads(path.read_text())['cases'])} case(s); wrote {path.parent}")
+
+
+@app.command()
+@stage
+def predict(
+    input_path: Annotated[Path, typer.Argument(help="a NIfTI file, a folder of NIfTI files, or a DICOM series folder")],
+    output_dir: Annotated[Path, typer.Argument(help="folder for the masks (one sub-folder per scan)")],
+    model: Annotated[
+        Optional[list[Path]], typer.Option("--model", "-m", help="model folder (repeat to ensemble); default infer.models")  # noqa: UP045
+    ] = None,
+    naming: Annotated[str, typer.Option(help="anonymous: scan-<digest>; source: the input file or folder name")] = "anonymous",
+    series_uid: Annotated[Optional[str], typer.Option(help="SeriesInstanceUID when a folder holds several")] = None,  # noqa: UP045
+    overwrite: OverwriteOption = False,
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+) -> None:
+    """Segment scans outside DVC and export them for 3D Slicer, ITK-SNAP and (DICOM input) OHIF via DICOM SEG."""
+    from pipeline.inference.run import predict_path
+
+    if naming not in ("anonymous", "source"):
+        raise ConfigError(f"--naming must be anonymous or source, got {naming!r}")
+    cfg = _load(config, [*(overrides or []), *([f"infer.models={[str(m) for m in model]}"] if model else [])])
+    written = predict_path(input_path, output_dir, cfg.infer, cfg.export.formats, naming, series_uid, overwrite)
+    for source, files in written.items():
+        typer.echo(f"{source} -> {Path(files[0]).parent}")
+    typer.echo(f"segmented {len(written)} scan(s) into {output_dir}")
 
 
 def main() -> None:  # pragma: no cover - console entry

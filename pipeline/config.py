@@ -257,6 +257,52 @@ class TrackingSettings(Section):
     log_model: bool = True
 
 
+Device = Literal["auto", "cpu", "cuda"]
+ExportFormat = Literal["nifti", "seg_nrrd", "slicer_colors", "itksnap", "dicom_seg"]
+
+
+class InferSettings(Section):
+    """Sliding-window inference back to each scan's original geometry (``segpipe infer`` / ``segpipe predict``)."""
+
+    models: tuple[Path, ...] = Field(
+        (Path("models/unet2d"), Path("models/vnet3d")), min_length=1, description="model folders; several = ensemble"
+    )
+    out_dir: Path = Path("predictions")
+    overlap: float = Field(0.5, ge=0, lt=1)
+    sw_batch_size: int = Field(4, ge=1, description="windows per forward pass")
+    device: Device = Field("auto", description="where the windows run")
+    stitch_device: Device = Field("auto", description="where windows are blended; cpu keeps a large scan off the GPU")
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    mirror_axes: tuple[int, ...] = Field((), description="test-time mirroring over these axes (0=x, 1=y, 2=z), averaged")
+    largest_component: tuple[str, ...] = Field(
+        ("liver", "spleen"), description="organs reduced to their largest connected component (not paired organs)"
+    )
+
+    @field_validator("mirror_axes")
+    @classmethod
+    def _spatial_axes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(axis not in (0, 1, 2) for axis in value):
+            raise ValueError(f"mirror axes must be among 0, 1, 2, got {list(value)}")
+        return tuple(sorted(set(value)))
+
+
+class EvaluateSettings(Section):
+    """Metrics in the original geometry, the QC report, and their MLflow run."""
+
+    reports_dir: Path = Path("reports/evaluate")
+    surface_tolerance_mm: float = Field(2.0, gt=0, description="tolerance of the normalised surface Dice")
+    qc_cases: int | None = Field(None, ge=0, description="cases with overlays in the QC report (null = all)")
+
+
+class ExportSettings(Section):
+    """Files for clinical viewers, from the one label registry."""
+
+    out_dir: Path = Path("exports")
+    formats: tuple[ExportFormat, ...] = Field(
+        ("nifti", "seg_nrrd", "slicer_colors", "itksnap", "dicom_seg"), description="dicom_seg only for DICOM-series input"
+    )
+
+
 class PipelineConfig(Section):
     """The whole configuration; each stage reads its own section plus ``base`` and ``data``."""
 
@@ -270,6 +316,9 @@ class PipelineConfig(Section):
     augment: AugmentSettings = AugmentSettings()
     train: TrainSettings = TrainSettings()
     tracking: TrackingSettings = TrackingSettings()
+    infer: InferSettings = InferSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
+    export: ExportSettings = ExportSettings()
 
     @model_validator(mode="after")
     def _check_patch(self) -> PipelineConfig:

@@ -38,6 +38,20 @@ def atomic_path(final: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    """Row T7: outputs that already exist are an error listing all of them, unless ``overwrite``.
+
+    Raises:
+        DatasetError: one problem per existing path.
+    """
+    from pipeline.errors import DatasetError, Problem
+
+    existing = [p for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        problems = [Problem(str(p), "T7", "error", "output already exists; pass --overwrite to replace it") for p in existing]
+        raise DatasetError(problems, "refusing to overwrite earlier results")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -43,7 +43,18 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
     _run(["dvc", "config", "core.analytics", "false"], project)
 
     first = _run(["dvc", "repro"], project)
-    stages = ("synth", "verify", "preprocess", "pretrain_unet2d", "pretrain_vnet3d", "train_unet2d", "train_vnet3d")
+    stages = (
+        "synth",
+        "verify",
+        "preprocess",
+        "pretrain_unet2d",
+        "pretrain_vnet3d",
+        "train_unet2d",
+        "train_vnet3d",
+        "infer",
+        "evaluate",
+        "export",
+    )
     for stage in stages:
         assert f"Running stage '{stage}'" in first
     manifest = json.loads((project / "data" / "preprocessed" / "dataset.json").read_text())
@@ -58,6 +69,8 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
     assert (
         "reports/train_unet2d/metrics.json" in shown and "val_dice_mean" in shown and "reports/train_vnet3d/metrics.json" in shown
     )
+    assert "reports/evaluate/metrics.json" in shown and "hd95_mm_mean" in shown
+    _assert_exports_lie_on_the_test_scans(project)
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], project))
     assert any("train_loss" in json.dumps(value) for value in plots.values())
     _assert_mlflow_runs(project)
@@ -65,6 +78,21 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
     second = _run(["dvc", "repro"], project)
     assert "Running stage" not in second
     assert "up to date" in second
+
+
+def _assert_exports_lie_on_the_test_scans(project):
+    import nibabel as nib
+    import numpy as np
+
+    scan = nib.load(project / "data" / "phantom" / "imagesTs" / "phantom_test_000.nii.gz")
+    for path in (
+        project / "predictions" / "phantom_test_000.nii.gz",
+        project / "exports" / "phantom_test_000" / "phantom_test_000_seg.nii.gz",
+    ):
+        mask = nib.load(path)
+        assert mask.shape == scan.shape and np.allclose(mask.affine, scan.affine, atol=1e-5)
+    assert (project / "exports" / "phantom_test_000" / "phantom_test_000.seg.nrrd").is_file()
+    assert (project / "reports" / "evaluate" / "details" / "qc" / "index.html").is_file()
 
 
 def _shrink_training(path, model, patch):
@@ -82,7 +110,8 @@ def _assert_mlflow_runs(project):
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("segpipe").experiment_id])
     stages = {r.data.tags["dvc_stage"]: r for r in runs}
-    assert sorted(stages) == ["pretrain_unet2d", "pretrain_vnet3d", "train_unet2d", "train_vnet3d"]
+    assert sorted(stages) == ["evaluate", "pretrain_unet2d", "pretrain_vnet3d", "train_unet2d", "train_vnet3d"]
+    assert "dice_mean" in stages["evaluate"].data.metrics
     assert all(r.info.status == "FINISHED" for r in runs)
     for model in ("unet2d", "vnet3d"):
         assert "val_dice_mean" in stages[f"train_{model}"].data.metrics

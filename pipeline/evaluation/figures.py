@@ -10,7 +10,8 @@ from pipeline.data.labels import LabelRegistry
 from pipeline.io_utils import atomic_path
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib figure on the Agg backend (no display needed); returns (pyplot, figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,13 +35,13 @@ def save_overlay(
 
     Arrays are 2D in (x, y) RAS order; they are shown radiologically (patient left on screen right).
     """
-    plt, fig = _figure(12, 4.4)
+    plt, fig = new_figure(12, 4.4)
     panels = (("image", None), ("ground truth", truth), ("prediction", prediction))
     for index, (name, label) in enumerate(panels):
         ax = fig.add_subplot(1, 3, index + 1)
-        ax.imshow(_radiological(image), cmap="gray")
+        ax.imshow(radiological(image), cmap="gray")
         if label is not None:
-            ax.imshow(_radiological(colourise(label, registry)))
+            ax.imshow(radiological(colourise(label, registry)))
         ax.set_title(name)
         ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(item.color) / 255) for item in registry.foreground()]
@@ -51,14 +52,14 @@ def save_overlay(
     plt.close(fig)
 
 
-def _radiological(slice_xy: np.ndarray) -> np.ndarray:
+def radiological(slice_xy: np.ndarray) -> np.ndarray:
     """(x, y[, rgba]) RAS slice -> rows anterior..posterior, columns patient right..left (screen left = patient right)."""
     return np.flip(np.swapaxes(slice_xy, 0, 1), axis=(0, 1))
 
 
 def save_training_curves(path: Path, history: list[dict]) -> None:
     """Write a PNG with the training loss and validation Dice (mean and per class) per epoch."""
-    plt, fig = _figure(10, 4)
+    plt, fig = new_figure(10, 4)
     epochs = [h["epoch"] for h in history]
     ax = fig.add_subplot(1, 2, 1)
     ax.plot(epochs, [h["train_loss"] for h in history], marker=".")
@@ -88,12 +89,12 @@ def save_reconstruction_grid(
     """
     rows = [("input", inputs), ("reconstruction", reconstructions)] + ([("prior sample", samples)] if samples is not None else [])
     columns = max(len(r[1]) for r in rows)
-    plt, fig = _figure(1.8 * columns, 1.9 * len(rows))
+    plt, fig = new_figure(1.8 * columns, 1.9 * len(rows))
     low, high = np.percentile(inputs, [1, 99])
     for r, (name, images) in enumerate(rows):
         for c, image in enumerate(images):
             ax = fig.add_subplot(len(rows), columns, r * columns + c + 1)
-            ax.imshow(_radiological(image), cmap="gray", vmin=low, vmax=high)
+            ax.imshow(radiological(image), cmap="gray", vmin=low, vmax=high)
             ax.axis("off")
             if c == 0:
                 ax.set_title(name, fontsize=8, loc="left")

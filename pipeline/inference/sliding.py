@@ -20,6 +20,8 @@ def predict_volume(
     overlap: float = 0.25,
     slice_batch: int = 16,
     autocast_dtype: torch.dtype | None = None,
+    sw_batch_size: int = 4,
+    sw_device: torch.device | None = None,
 ) -> torch.Tensor:
     """Predict softmax probabilities for one volume.
 
@@ -31,17 +33,22 @@ def predict_volume(
         overlap: window overlap fraction.
         slice_batch: axial slices per forward batch (2D models).
         autocast_dtype: run the network under autocast with this dtype (GPU AMP), or ``None``.
+        sw_batch_size: windows per forward pass.
+        sw_device: where the windows run (the model's device); ``None`` = the image's device. Windows
+            are blended on the image's device, so a CPU image with a GPU ``sw_device`` stitches on the CPU.
 
     Returns:
         (num_classes, x, y, z) float32 probabilities on the image's device.
     """
     from monai.inferers import sliding_window_inference
 
-    device_type = image.device.type
+    sw_device = sw_device or image.device
 
     def run(batch: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            logits = sliding_window_inference(batch, patch_size, 4, model, overlap=overlap, mode="gaussian")
+        with torch.autocast(sw_device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            logits = sliding_window_inference(
+                batch, patch_size, sw_batch_size, model, overlap, mode="gaussian", sw_device=sw_device, device=image.device
+            )
         return torch.softmax(logits.float(), dim=1)
 
     if len(patch_size) == 3:
@@ -55,3 +62,27 @@ def predict_volume(
         slabs = slabs.permute(0, 1, 4, 2, 3).reshape(stop - start, channels * (2 * context_slices + 1), *image.shape[1:3])
         outputs.append(run(slabs))
     return torch.cat(outputs).permute(1, 2, 3, 0)
+
+
+def predict_volume_mirrored(model: nn.Module, image: torch.Tensor, mirror_axes: tuple[int, ...], **kwargs) -> torch.Tensor:
+    """Test-time mirroring: average :func:`predict_volume` over every combination of flips of ``mirror_axes``.
+
+    Args:
+        model, image: as for :func:`predict_volume` (image (C, x, y, z)).
+        mirror_axes: spatial axes (0=x, 1=y, 2=z); empty = one plain prediction.
+        **kwargs: passed to :func:`predict_volume`.
+
+    Returns:
+        (num_classes, x, y, z) probabilities averaged over 2 ** len(mirror_axes) predictions.
+    """
+    from itertools import combinations
+
+    flips = [combo for n in range(len(mirror_axes) + 1) for combo in combinations(mirror_axes, n)]
+    total = None
+    for combo in flips:
+        dims = [axis + 1 for axis in combo]
+        flipped = torch.flip(image, dims) if dims else image
+        probabilities = predict_volume(model, flipped, **kwargs)
+        probabilities = torch.flip(probabilities, dims) if dims else probabilities
+        total = probabilities if total is None else total + probabilities
+    return total / len(flips)

@@ -176,17 +176,34 @@ def crop_resampled_affine(ras_affine: np.ndarray, crop_start, source_spacing, ta
     return ras_affine @ shift @ scale
 
 
-def restore_probabilities(probabilities: np.ndarray, record: CaseGeometryRecord) -> np.ndarray:
+def restore_probabilities(
+    probabilities: np.ndarray, record: CaseGeometryRecord, accumulate_into: np.ndarray | None = None
+) -> np.ndarray:
     """Map channel-first class probabilities (C, x, y, z) on the preprocessed grid to the original grid.
 
-    Outside the crop, background (channel 0) gets probability 1. Returns (C, *original_shape) float32.
+    Each channel is resampled back onto the crop (linear), placed in the whole RAS volume (outside
+    the crop background gets probability 1) and un-reoriented, one channel at a time so that a
+    CT-sized scan needs one original-size channel of scratch memory.
+
+    Args:
+        probabilities: (C, *record.preprocessed_shape).
+        record: the case's geometry record.
+        accumulate_into: (C, *original_shape) float32 array to add into (ensembles), or ``None``.
+
+    Returns:
+        (C, *original_shape) float32: ``accumulate_into`` plus these probabilities.
     """
-    cropped = resample_volume(probabilities, record.target_spacing, record.source_spacing, record.cropped_shape, "linear")
-    full = np.zeros((probabilities.shape[0], *record.ras_shape), dtype=np.float32)
-    full[0] = 1.0
+    out = accumulate_into
+    if out is None:
+        out = np.zeros((probabilities.shape[0], *record.original_shape), dtype=np.float32)
     box = tuple(slice(a, b) for a, b in zip(record.crop_start, record.crop_stop))
-    full[(slice(None), *box)] = cropped
-    return np.stack([undo_reorientation(channel, record.to_ras) for channel in full])
+    for channel in range(probabilities.shape[0]):
+        spacings = (record.target_spacing, record.source_spacing)
+        cropped = resample_volume(probabilities[channel], *spacings, record.cropped_shape, "linear")
+        full = np.full(record.ras_shape, 1.0 if channel == 0 else 0.0, dtype=np.float32)
+        full[box] = cropped
+        out[channel] += undo_reorientation(full, record.to_ras)
+    return out
 
 
 def restore_label_map(label: np.ndarray, record: CaseGeometryRecord, num_classes: int) -> np.ndarray:

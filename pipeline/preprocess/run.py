@@ -144,7 +144,7 @@ def preprocess_case(case: Case, plan: Plan) -> dict:
     if previous and previous["config_digest"] == plan.digest and previous["source_digests"] == digests:
         return previous
     image, affine, label = read_case(case, set(plan.declared_labels))
-    geometry, image, label = _transform(image, affine, label, plan)
+    geometry, image, label = transform_case(image, affine, label, plan)
     save_npy_atomic(case_dir / "image.npy", image)
     if label is not None:
         save_npy_atomic(case_dir / "label.npy", label)
@@ -168,8 +168,20 @@ def _read_record(path: Path) -> dict | None:
         return None
 
 
-def _transform(image: np.ndarray, affine: np.ndarray, label: np.ndarray | None, plan: Plan):
-    """Reorient, crop to the body, normalise and resample; return the record and the arrays."""
+def transform_case(
+    image: np.ndarray, affine: np.ndarray, label: np.ndarray | None, plan: Plan
+) -> tuple[CaseGeometryRecord, np.ndarray, np.ndarray | None]:
+    """Reorient, crop to the body, normalise and resample one case (training and inference alike).
+
+    Args:
+        image: float32 (C, x, y, z) in scanner units (HU for CT).
+        affine: the image's RAS+ affine.
+        label: uint8 (x, y, z) or ``None``.
+        plan: target spacing, intensity statistics and settings.
+
+    Returns:
+        (the geometry record that inverts it, float32 (C, x', y', z') image, uint8 label or ``None``).
+    """
     s = plan.settings
     stacked = np.moveaxis(image, 0, -1)
     ras, ras_affine, to_ras = reorient_to_ras(stacked, affine)

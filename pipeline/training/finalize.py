@@ -98,6 +98,7 @@ def model_card(run: TrainingRun, best_epoch: int, metrics: dict) -> dict:
         "context_slices": run.cfg.model.context_slices,
         "target_spacing": list(run.manifest.target_spacing),
         "preprocess": run.cfg.preprocess.model_dump(mode="json"),
+        "intensity": _intensity_statistics(run.manifest.root),
         "preprocess_config_digest": run.manifest.config_digest,
         "data_fingerprint": run.data_fingerprint,
         "best_epoch": best_epoch,
@@ -106,6 +107,13 @@ def model_card(run: TrainingRun, best_epoch: int, metrics: dict) -> dict:
         "git_commit": git_commit(),
         "intended_use": "Research on phantom/CT segmentation. Not a medical device; not for clinical decisions.",
     }
+
+
+def _intensity_statistics(preprocessed_root: Path) -> dict | None:
+    """The fingerprint's CT intensity statistics (``None`` for MR), so inference normalises new scans identically."""
+    import json
+
+    return json.loads((Path(preprocessed_root) / "fingerprint.json").read_text()).get("intensity")
 
 
 def write_figures(run: TrainingRun, history: list[dict], folder: Path) -> list[Path]:

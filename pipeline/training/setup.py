@@ -15,12 +15,13 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from pipeline.config import PipelineConfig
+from pipeline.devices import amp_dtype_for, pick_device
 from pipeline.io_utils import text_digest
 from pipeline.models import build_model
 from pipeline.training.augment import build_augmentation
 from pipeline.training.checkpoint import flatten, unwrap_model
 from pipeline.training.data import CaseArrays, Manifest, PatchDataset, load_case, read_manifest, split_train_val
-from pipeline.training.distributed import DistContext, init_distributed, pick_device
+from pipeline.training.distributed import DistContext, init_distributed
 from pipeline.training.losses import SegmentationLoss, unet_border_weight_map
 from pipeline.training.schedule import build_optimizer
 from pipeline.training.tasks import task_for
@@ -80,15 +81,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.deterministic = deterministic
-
-
-def amp_dtype_for(setting: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 on a GPU that supports it, fp16 on older GPUs, off on CPU."""
-    if setting == "off" or device.type != "cuda":
-        return None
-    if setting == "fp16" or (setting == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
 
 
 def data_fingerprint(manifest: Manifest) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.data.labels import LabelRegistry
-from pipeline.evaluation.figures import _radiological, colourise, save_overlay, save_training_curves
+from pipeline.evaluation.figures import colourise, radiological, save_overlay, save_training_curves
 
 
 def test_radiological_display_puts_patient_right_on_screen_left_and_anterior_up():
     slice_xy = np.zeros((5, 4))
     slice_xy[4, 3] = 1  # RAS: largest x = patient right, largest y = anterior
-    shown = _radiological(slice_xy)
+    shown = radiological(slice_xy)
     assert shown.shape == (4, 5) and shown[0, 0] == 1  # top-left of the screen
 
 

@@ -1,11 +1,12 @@
-"""Dice per class with the documented empty-mask convention (V6): never NaN."""
+"""Dice per class, and Dice / IoU / HD95 / NSD per case, with the documented empty-mask conventions (V6): never NaN."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluation.metrics import dice_per_class
+from pipeline.evaluation.metrics import case_metrics, dice_per_class
 
 
 def test_dice_values_and_empty_mask_convention():
@@ -22,3 +23,32 @@ def test_dice_values_and_empty_mask_convention():
 def test_shape_mismatch_is_an_error_naming_both_shapes():
     with pytest.raises(ValueError, match=r"\(2, 3\).*\(3, 2\)"):
         dice_per_class(torch.zeros(2, 3), torch.zeros(3, 2), 2)
+
+
+def _cube(shape, start, size):
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[tuple(slice(s, s + size) for s in start)] = 1
+    return mask
+
+
+def test_case_metrics_on_shifted_cubes_with_anisotropic_spacing():
+    truth = _cube((30, 30, 20), (10, 10, 5), 10)
+    pred = _cube((30, 30, 20), (10, 10, 6), 10)  # one slice further along z
+    scores = case_metrics(pred, truth, (0.8, 0.8, 3.0), {1: "liver"}, tolerance_mm=1.0)["liver"]
+    assert scores["dice"] == pytest.approx(2 * 900 / 2000)
+    assert scores["iou"] == pytest.approx(900 / 1100)
+    assert scores["hd95_mm"] == pytest.approx(3.0)  # the z faces moved by one 3 mm slice
+    # surfaces within 1 mm: the 4 side faces; the two z faces (each 10x10 voxels of 0.8 mm) are 3 mm away
+    assert 0.5 < scores["nsd"] < 0.9
+    assert case_metrics(pred, truth, (0.8, 0.8, 3.0), {1: "liver"}, tolerance_mm=3.5)["liver"]["nsd"] == pytest.approx(1.0)
+
+
+def test_case_metrics_empty_mask_conventions_are_finite():
+    shape, spacing = (10, 20, 5), (1.0, 1.0, 2.0)
+    empty, blob = np.zeros(shape, dtype=np.uint8), _cube(shape, (2, 2, 1), 3)
+    scores = case_metrics(empty, empty, spacing, {1: "a"}, 1.0)["a"]
+    assert scores == {"dice": 1.0, "iou": 1.0, "hd95_mm": 0.0, "nsd": 1.0}
+    diagonal = float(np.sqrt(10**2 + 20**2 + 10**2))
+    for pred, truth in ((blob, empty), (empty, blob)):
+        scores = case_metrics(pred, truth, spacing, {1: "a"}, 1.0)["a"]
+        assert scores == {"dice": 0.0, "iou": 0.0, "hd95_mm": pytest.approx(diagonal), "nsd": 0.0}

@@ -1,0 +1,131 @@
+"""A trained model folder (``model.pt`` + ``model_card.json``) loaded for inference: network, preprocessing plan, labels.
+
+Inference needs weights and the card, never the trainer: the card says how to rebuild the network
+and how the training data were preprocessed (target spacing, CT intensity statistics, settings),
+so a new scan is prepared exactly like the training scans.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import TypeAdapter, ValidationError
+from torch import nn
+
+from pipeline.config import ModelSettings, PreprocessSettings
+from pipeline.data.labels import LabelRegistry
+from pipeline.errors import InvalidInputError
+from pipeline.models import build_model
+from pipeline.preprocess.intensity import IntensityStats
+from pipeline.preprocess.run import Plan
+
+CARD_KEYS = ("model", "in_channels", "num_classes", "labels", "modalities", "patch_size", "target_spacing", "preprocess")
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """One trained network ready to predict."""
+
+    folder: Path
+    network: nn.Module
+    plan: Plan
+    labels: LabelRegistry
+    modalities: tuple[str, ...]
+    patch_size: tuple[int, ...]
+    context_slices: int
+
+    @property
+    def num_classes(self) -> int:
+        return self.labels.num_classes
+
+
+def load_bundle(folder: Path, device: torch.device) -> ModelBundle:
+    """Load ``folder/model_card.json`` and ``folder/model.pt`` (``weights_only=True``) onto ``device``.
+
+    Raises:
+        InvalidInputError: missing or malformed card, a network the card does not describe
+            (missing/unexpected/mis-shaped weights are listed), or a card without intensity statistics.
+    """
+    folder = Path(folder)
+    card = _read_card(folder / "model_card.json")
+    try:
+        settings = TypeAdapter(ModelSettings).validate_python(card["model"])
+        preprocess = PreprocessSettings.model_validate(card["preprocess"])
+    except ValidationError as exc:
+        raise InvalidInputError(folder / "model_card.json", f"invalid model or preprocess section: {exc}") from None
+    network = build_model(settings, int(card["in_channels"]), int(card["num_classes"]))
+    _load_weights(network, folder / "model.pt")
+    labels = LabelRegistry.from_mapping({int(k): v for k, v in card["labels"].items()})
+    is_ct = str(card["modalities"][0]).upper() == "CT"
+    if is_ct and preprocess.ct_normalisation == "percentile" and not card.get("intensity"):
+        raise InvalidInputError(folder / "model_card.json", "no 'intensity' statistics (trained by an older segpipe; retrain)")
+    plan = Plan(
+        preprocess,
+        tuple(float(s) for s in card["target_spacing"]),
+        IntensityStats(**card["intensity"]) if is_ct and card.get("intensity") else None,
+        is_ct,
+        frozenset(labels.values),
+        labels.num_classes,
+        folder,
+        str(card.get("preprocess_config_digest", "")),
+    )
+    return ModelBundle(
+        folder,
+        network.to(device).eval(),
+        plan,
+        labels,
+        tuple(card["modalities"]),
+        tuple(int(p) for p in card["patch_size"]),
+        int(card.get("context_slices", 0)),
+    )
+
+
+def _read_card(path: Path) -> dict:
+    try:
+        card = json.loads(path.read_text())
+    except FileNotFoundError:
+        reason = "no model card; a model folder holds model.pt and model_card.json from `segpipe train`"
+        raise InvalidInputError(path, reason) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(path, f"unreadable model card ({exc})") from None
+    missing = [key for key in CARD_KEYS if key not in card]
+    if missing:
+        raise InvalidInputError(path, f"model card lacks {missing}")
+    return card
+
+
+def _load_weights(network: nn.Module, path: Path) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InvalidInputError(path, "no weights file") from None
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise InvalidInputError(path, f"cannot load weights ({type(exc).__name__}: {exc})") from None
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or mismatched:
+        reason = f"weights do not fit the model card's network: missing {missing}, unexpected {unexpected}, shape {mismatched}"
+        raise InvalidInputError(path, reason)
+    network.load_state_dict(state)
+
+
+def check_compatible(bundles: list[ModelBundle]) -> None:
+    """An ensemble must agree on labels and input modalities.
+
+    Raises:
+        InvalidInputError: naming the first model folder that differs.
+    """
+    first = bundles[0]
+
+    def describe(bundle: ModelBundle) -> str:
+        return f"labels {[(lab.value, lab.name) for lab in bundle.labels.labels]}, modalities {list(bundle.modalities)}"
+
+    for bundle in bundles[1:]:
+        if bundle.labels != first.labels or bundle.modalities != first.modalities:
+            reason = f"cannot ensemble with {first.folder}: {describe(bundle)} vs {describe(first)}"
+            raise InvalidInputError(bundle.folder, reason)

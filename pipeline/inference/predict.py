@@ -1,0 +1,114 @@
+"""One scan in, one label map out, on the scan's own grid.
+
+For each model of the ensemble: preprocess the scan with that model's plan (reorient, crop,
+normalise, resample), predict class probabilities with a sliding window (optionally mirrored),
+and map the probabilities back through the inverse of preprocessing onto the original grid.
+The ensemble averages probabilities there; only then is the argmax taken, then optional
+largest-connected-component postprocessing per organ.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from pipeline.config import InferSettings
+from pipeline.data.labels import LabelRegistry
+from pipeline.devices import amp_dtype_for, pick_device
+from pipeline.inference.bundle import ModelBundle, check_compatible, load_bundle
+from pipeline.inference.sliding import predict_volume_mirrored
+from pipeline.preprocess.geometry import restore_probabilities
+from pipeline.preprocess.run import transform_case
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """An ensemble of loaded models and how to run them."""
+
+    bundles: tuple[ModelBundle, ...]
+    settings: InferSettings
+    device: torch.device  # where windows run
+    stitch_device: torch.device  # where windows are blended
+    amp_dtype: torch.dtype | None
+
+    @property
+    def labels(self) -> LabelRegistry:
+        return self.bundles[0].labels
+
+
+def load_predictor(settings: InferSettings) -> Predictor:
+    """Load every model folder of ``settings.models`` and pick devices.
+
+    Raises:
+        InvalidInputError: a model folder cannot be loaded, or the models disagree on labels/modalities.
+        ConfigError: ``cuda`` requested without a GPU.
+    """
+    device = pick_device(settings.device, key="infer.device")
+    stitch = device if settings.stitch_device == "auto" else pick_device(settings.stitch_device, key="infer.stitch_device")
+    bundles = [load_bundle(folder, device) for folder in settings.models]
+    check_compatible(bundles)
+    return Predictor(tuple(bundles), settings, device, stitch, amp_dtype_for(settings.amp, device))
+
+
+def predict_scan(predictor: Predictor, image: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Segment one scan.
+
+    Args:
+        predictor: the loaded ensemble.
+        image: float32 (C, x, y, z) in scanner units, channels as the models were trained on.
+        affine: the scan's RAS+ affine.
+
+    Returns:
+        uint8 (or uint16 above 255 classes) label map with the scan's spatial shape (x, y, z).
+    """
+    summed = None
+    for bundle in predictor.bundles:
+        record, prepared, _ = transform_case(image, affine, None, bundle.plan)
+        probabilities = _probabilities(predictor, bundle, prepared)
+        summed = restore_probabilities(probabilities, record, summed)
+    dtype = np.uint8 if predictor.labels.num_classes <= 256 else np.uint16
+    label = summed.argmax(axis=0).astype(dtype)
+    return keep_largest_components(label, predictor.labels, predictor.settings.largest_component)
+
+
+def _probabilities(predictor: Predictor, bundle: ModelBundle, prepared: np.ndarray) -> np.ndarray:
+    tensor = torch.as_tensor(prepared, dtype=torch.float32, device=predictor.stitch_device)
+    probabilities = predict_volume_mirrored(
+        bundle.network,
+        tensor,
+        predictor.settings.mirror_axes,
+        patch_size=bundle.patch_size,
+        context_slices=bundle.context_slices,
+        overlap=predictor.settings.overlap,
+        autocast_dtype=predictor.amp_dtype,
+        sw_batch_size=predictor.settings.sw_batch_size,
+        sw_device=predictor.device,
+    )
+    return probabilities.cpu().numpy()
+
+
+def keep_largest_components(label: np.ndarray, registry: LabelRegistry, organs: tuple[str, ...]) -> np.ndarray:
+    """Keep only the largest 3D connected component (26-connectivity) of each named organ; the rest becomes background.
+
+    (scipy's ``ndimage.label``; MONAI's ``KeepLargestConnectedComponent`` needs scikit-image, which we do not install.)
+    Organ names absent from ``registry`` are skipped with a warning (the default names liver and
+    spleen; a dataset without them is not an error). Paired organs (kidneys) should not be listed.
+    """
+    by_name = {lab.name.lower(): lab.value for lab in registry.foreground()}
+    values = [by_name[name.lower()] for name in organs if name.lower() in by_name]
+    unknown = [name for name in organs if name.lower() not in by_name]
+    if unknown:
+        print(f"warning: infer.largest_component: {unknown} not among the labels {sorted(by_name)}; skipped", file=sys.stderr)
+    if not values:
+        return label
+    out = label.copy()
+    for value in values:
+        components, count = ndimage.label(label == value, structure=np.ones((3, 3, 3), dtype=bool))
+        if count > 1:
+            sizes = np.bincount(components.ravel())[1:]
+            out[(components > 0) & (components != int(sizes.argmax()) + 1)] = 0
+    return out

@@ -1,0 +1,106 @@
+"""``infer`` and ``predict``: model folders, geometry of written masks, no identifiers in outputs (S3), no overwrite (T7)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import InferSettings, PipelineConfig
+from pipeline.errors import DatasetError, InvalidInputError
+from pipeline.inference.bundle import load_bundle
+from pipeline.inference.run import infer_dataset, predict_path
+from tests.inference.oracle import oblique_lps_affine, oracle_scan, write_tiny_model
+
+SENTINELS = (b"DOE", b"JOHN", b"MRN123")
+FORMATS = ("nifti", "seg_nrrd", "slicer_colors", "itksnap", "dicom_seg")
+
+
+def _patient_named_scan(folder):
+    image, _ = oracle_scan()
+    nifti = nib.Nifti1Image(image.astype(np.int16), oblique_lps_affine())
+    nifti.header["descrip"] = b"DOE^JOHN MRN123 abdomen"
+    nifti.header["aux_file"] = b"MRN123"
+    nifti.set_qform(oblique_lps_affine(), code=2)
+    path = folder / "DOE^JOHN_MRN123.nii.gz"
+    folder.mkdir(parents=True, exist_ok=True)
+    nib.save(nifti, path)
+    return path
+
+
+def _settings(model_dir) -> InferSettings:
+    return InferSettings(models=(model_dir,), largest_component=())
+
+
+def test_predict_writes_masks_on_the_scan_geometry_without_identifiers(tmp_path):
+    source = _patient_named_scan(tmp_path / "in")
+    model = write_tiny_model(tmp_path / "model")
+    written = predict_path(source, tmp_path / "out", _settings(model), FORMATS)
+    files = written[str(source)]
+    assert [f.name.split("_seg")[0].split(".seg")[0] for f in files] == [files[0].parent.name] * 2
+    assert files[0].parent.name.startswith("scan-") and len(files[0].parent.name) == 17
+    mask = nib.load(files[0])
+    original = nib.load(source)
+    assert mask.shape == original.shape and mask.get_data_dtype() == np.uint8
+    assert np.allclose(mask.affine, original.affine, atol=1e-5)
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+    outputs = sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert {p.name for p in outputs} >= {"labels.ctbl", "itksnap_labels.txt"}
+    for path in outputs:
+        raw = path.read_bytes()
+        content = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        assert not any(s in content or s in str(path).encode() for s in SENTINELS), path
+
+
+def test_existing_outputs_are_refused_unless_overwrite(tmp_path):
+    source = _patient_named_scan(tmp_path / "in")
+    model = write_tiny_model(tmp_path / "model")
+    first = predict_path(source, tmp_path / "out", _settings(model), ("nifti",), naming="source")
+    mask_path = first[str(source)][0]
+    before = mask_path.read_bytes()
+    with pytest.raises(DatasetError) as refused:
+        predict_path(source, tmp_path / "out", _settings(model), ("nifti",), naming="source")
+    assert "[T7]" in str(refused.value) and str(mask_path.parent) in str(refused.value)
+    assert mask_path.read_bytes() == before
+    again = predict_path(source, tmp_path / "out", _settings(model), ("nifti",), naming="source", overwrite=True)
+    assert again[str(source)] == [mask_path]
+
+
+def test_a_bad_scan_is_reported_with_the_others_and_nothing_is_half_written(tmp_path):
+    folder = tmp_path / "in"
+    good = _patient_named_scan(folder)
+    (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    model = write_tiny_model(tmp_path / "model")
+    with pytest.raises(DatasetError) as failed:
+        predict_path(folder, tmp_path / "out", _settings(model), ("nifti",), naming="source")
+    assert "broken.nii.gz" in str(failed.value) and "1 of 2" in str(failed.value)
+    assert (tmp_path / "out" / good.name.removesuffix(".nii.gz")).is_dir()
+    assert not list((tmp_path / "out").rglob("*.tmp-*"))
+
+
+def test_load_bundle_lists_mismatched_weights(tmp_path):
+    model = write_tiny_model(tmp_path / "model")
+    card = json.loads((model / "model_card.json").read_text())
+    card["model"]["widths"] = [4, 16]
+    (model / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(InvalidInputError) as wrong:
+        load_bundle(model, torch.device("cpu"))
+    assert "model.pt" in str(wrong.value) and "shape" in str(wrong.value) and "decoder" in str(wrong.value)
+    with pytest.raises(InvalidInputError, match="no model card"):
+        load_bundle(tmp_path / "elsewhere", torch.device("cpu"))
+
+
+def test_infer_dataset_writes_each_test_scan_on_its_grid(tiny_phantom, tmp_path):
+    model = write_tiny_model(tmp_path / "model")
+    cfg = PipelineConfig(data={"root": tiny_phantom}, infer={"models": [model], "out_dir": tmp_path / "pred"})
+    summary = json.loads(infer_dataset(cfg).read_text())
+    assert list(summary["seconds_per_case"]) == ["phantom_test_000"]
+    image = nib.load(tiny_phantom / "imagesTs" / "phantom_test_000.nii.gz")
+    mask = nib.load(tmp_path / "pred" / "phantom_test_000.nii.gz")
+    assert mask.shape == image.shape and np.allclose(mask.affine, image.affine, atol=1e-5)
+    with pytest.raises(DatasetError, match="T7"):
+        infer_dataset(cfg)
