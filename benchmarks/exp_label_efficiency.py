@@ -8,7 +8,9 @@ the whole network (no freezing). Every run is an MLflow run in experiment ``labe
 Test Dice is on the 4 labelled test phantoms, preprocessed grid.
 
 Usage: python benchmarks/exp_label_efficiency.py [--seeds 0 1 2] [--epochs 5] [--steps 20]
-Writes benchmarks/results/label_efficiency.json (summarised in benchmarks/RESULTS.md).
+Writes benchmarks/results/label_efficiency.json (summarised in benchmarks/RESULTS.md). Each finished
+run is appended to ``label_efficiency.partial.jsonl`` first, and runs found there (same settings) are
+not repeated, so an interrupted experiment resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -66,6 +68,17 @@ def summarise(rows: list[dict]) -> list[dict]:
     return table
 
 
+def _finished_runs(partial: Path, args) -> dict[tuple, dict]:
+    """Runs already recorded in ``partial`` with the same epochs and steps."""
+    done = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            row = json.loads(line)
+            if (row.pop("epochs"), row.pop("steps")) == (args.epochs, args.steps):
+                done[(row["model"], row["seed"], row["pretrained"])] = row
+    return done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["unet2d", "vnet3d"])
@@ -73,12 +86,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
+    partial = Path("benchmarks/results/label_efficiency.partial.jsonl")
+    done = _finished_runs(partial, args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             for seed in args.seeds:
                 for pretrained in (False, True):
-                    rows.append(run_arm(model, seed, pretrained, args.epochs, args.steps, Path(tmp)))
+                    key = (model, seed, pretrained)
+                    if key not in done:
+                        done[key] = run_arm(model, seed, pretrained, args.epochs, args.steps, Path(tmp))
+                        with partial.open("a") as fh:
+                            fh.write(json.dumps({**done[key], "epochs": args.epochs, "steps": args.steps}) + "\n")
+                    rows.append(done[key])
     out = Path("benchmarks/results/label_efficiency.json")
     out.write_text(json.dumps({"settings": vars(args), "runs": rows, "summary": summarise(rows)}, indent=2) + "\n")
     for line in summarise(rows):

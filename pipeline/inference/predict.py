@@ -4,7 +4,9 @@ For each model of the ensemble: preprocess the scan with that model's plan (reor
 normalise, resample), predict class probabilities with a sliding window (optionally mirrored),
 and map the probabilities back through the inverse of preprocessing onto the original grid.
 The ensemble averages probabilities there; only then is the argmax taken, then optional
-largest-connected-component postprocessing per organ.
+largest-connected-component postprocessing per organ. When all models share one preprocessed
+grid (the usual case) the argmax of the restored probabilities is computed by the exact
+shortcut of :func:`restore_argmax`, which interpolates only near class boundaries.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pipeline.data.labels import LabelRegistry
 from pipeline.devices import amp_dtype_for, pick_device
 from pipeline.inference.bundle import ModelBundle, check_compatible, load_bundle
 from pipeline.inference.sliding import predict_volume_mirrored
-from pipeline.preprocess.geometry import restore_probabilities
+from pipeline.preprocess.geometry import restore_argmax, restore_probabilities
 from pipeline.preprocess.run import transform_case
 
 
@@ -65,13 +67,19 @@ def predict_scan(predictor: Predictor, image: np.ndarray, affine: np.ndarray) ->
     Returns:
         uint8 (or uint16 above 255 classes) label map with the scan's spatial shape (x, y, z).
     """
-    summed = None
+    records, coarse = [], []
     for bundle in predictor.bundles:
         record, prepared, _ = transform_case(image, affine, None, bundle.plan)
-        probabilities = _probabilities(predictor, bundle, prepared)
-        summed = restore_probabilities(probabilities, record, summed)
-    dtype = np.uint8 if predictor.labels.num_classes <= 256 else np.uint16
-    label = summed.argmax(axis=0).astype(dtype)
+        records.append(record)
+        coarse.append(_probabilities(predictor, bundle, prepared))
+    if all(r.to_json() == records[0].to_json() for r in records) and predictor.labels.num_classes <= 256:
+        # one shared grid: average there (interpolation is linear, so this equals averaging after it)
+        label = restore_argmax(sum(coarse) / len(coarse), records[0])
+    else:
+        summed = None
+        for record, probabilities in zip(records, coarse):
+            summed = restore_probabilities(probabilities, record, summed)
+        label = summed.argmax(axis=0).astype(np.uint8 if predictor.labels.num_classes <= 256 else np.uint16)
     return keep_largest_components(label, predictor.labels, predictor.settings.largest_component)
 
 
@@ -107,8 +115,12 @@ def keep_largest_components(label: np.ndarray, registry: LabelRegistry, organs: 
         return label
     out = label.copy()
     for value in values:
-        components, count = ndimage.label(label == value, structure=np.ones((3, 3, 3), dtype=bool))
+        mask = label == value
+        if not mask.any():
+            continue
+        box = ndimage.find_objects(mask.view(np.uint8))[0]  # work inside the organ's bounding box only
+        components, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
         if count > 1:
-            sizes = np.bincount(components.ravel())[1:]
-            out[(components > 0) & (components != int(sizes.argmax()) + 1)] = 0
+            largest = int(np.bincount(components.ravel())[1:].argmax()) + 1
+            out[box][(components > 0) & (components != largest)] = 0
     return out
