@@ -17,12 +17,19 @@ from pipeline.inference.sliding import predict_volume_mirrored
 from tests.inference.oracle import LABELS, oblique_lps_affine, oracle_plan, oracle_predictor, oracle_scan
 
 
-@pytest.mark.parametrize(
-    ("dims", "context"), [(3, 0), (2, 0), (2, 1)], ids=["3d", "2d", "2.5d"]
-)
-def test_oracle_on_an_oblique_lps_scan_gives_dice_one_at_native_spacing(dims, context):
+def permuted_axes_affine() -> np.ndarray:
+    """Array axes running posterior, inferior, right (codes P, I, R): permuted and flipped against RAS (row G7)."""
+    affine = np.zeros((4, 4))
+    affine[:3, :3] = [[0.0, 0.0, 2.5], [-1.2, 0.0, 0.0], [0.0, -1.4, 0.0]]
+    affine[:, 3] = [-30.0, 12.0, 80.0, 1.0]
+    return affine
+
+
+@pytest.mark.parametrize(("dims", "context"), [(3, 0), (2, 0), (2, 1)], ids=["3d", "2d", "2.5d"])
+@pytest.mark.parametrize("geometry", ["oblique_lps", "permuted_axes"])
+def test_oracle_gives_dice_one_at_native_spacing_on_oblique_and_permuted_scans(dims, context, geometry):
     image, truth = oracle_scan()
-    affine = oblique_lps_affine()
+    affine = oblique_lps_affine() if geometry == "oblique_lps" else permuted_axes_affine()
     label = predict_scan(oracle_predictor(affine, dims=dims, context=context), image[None], affine)
     assert label.shape == truth.shape and label.dtype == np.uint8
     dice = dice_per_class(torch.from_numpy(label), torch.from_numpy(truth), 3)
