@@ -116,4 +116,5 @@ def _assert_mlflow_runs(project):
     for model in ("unet2d", "vnet3d"):
         assert "val_dice_mean" in stages[f"train_{model}"].data.metrics
         assert "val_reconstruction_mse" in stages[f"pretrain_{model}"].data.metrics
-    assert stages["train_unet2d"].data.tags["init_from"] == "models/pretrain_unet2d/encoder.pt"
+    for model in ("unet2d", "vnet3d"):
+        assert stages[f"train_{model}"].data.tags["init_from"] == f"models/pretrain_{model}/encoder.pt"
