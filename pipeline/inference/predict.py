@@ -71,7 +71,7 @@ def predict_scan(predictor: Predictor, image: np.ndarray, affine: np.ndarray) ->
     for bundle in predictor.bundles:
         record, prepared, _ = transform_case(image, affine, None, bundle.plan)
         records.append(record)
-        coarse.append(_probabilities(predictor, bundle, prepared))
+        coarse.append(predict_probabilities(predictor, bundle, prepared))
     if all(r.to_json() == records[0].to_json() for r in records) and predictor.labels.num_classes <= 256:
         # one shared grid: average there (interpolation is linear, so this equals averaging after it)
         label = restore_argmax(sum(coarse) / len(coarse), records[0])
@@ -83,7 +83,8 @@ def predict_scan(predictor: Predictor, image: np.ndarray, affine: np.ndarray) ->
     return keep_largest_components(label, predictor.labels, predictor.settings.largest_component)
 
 
-def _probabilities(predictor: Predictor, bundle: ModelBundle, prepared: np.ndarray) -> np.ndarray:
+def predict_probabilities(predictor: Predictor, bundle: ModelBundle, prepared: np.ndarray) -> np.ndarray:
+    """Class probabilities (C, x, y, z) of one model on a preprocessed image (C_in, x, y, z), as numpy on the CPU."""
     tensor = torch.as_tensor(prepared, dtype=torch.float32, device=predictor.stitch_device)
     probabilities = predict_volume_mirrored(
         bundle.network,
