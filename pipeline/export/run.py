@@ -101,8 +101,7 @@ def export_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
         except InvalidInputError as exc:
             problems.append(Problem(str(exc.path), exc.code or "F1", "error", exc.reason, case_id))
             continue
-        label = np.asarray(loaded.data).astype(np.uint16 if loaded.data.max(initial=0) > 255 else np.uint8)
-        paths = export_case(out_dir / case_id, case_id, label, loaded.affine, dataset.labels, formats)
+        paths = export_case(out_dir / case_id, case_id, np.asarray(loaded.data), loaded.affine, dataset.labels, formats)
         written[case_id] = [str(p) for p in paths]
     if problems:
         raise DatasetError(problems, f"export failed for {len(problems)} of {len(predictions)} case(s)")
