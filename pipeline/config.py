@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -169,7 +169,127 @@ class AutoencoderSettings(Section):
         return self
 
 
-ModelSettings = Annotated[Union[UNet2dSettings, VNet3dSettings, AutoencoderSettings], Field(discriminator="name")]  # noqa: UP007
+VGG16_WIDTHS = (64, 128, 256, 512, 512)
+Unpooling = Literal["max_unpool", "bed_of_nails", "nearest"]
+
+
+class NaturalImageSettings(Section):
+    """Shared by the natural-image architectures: 2D networks on RGB images, no slice context."""
+
+    @property
+    def spatial_dims(self) -> int:
+        return 2
+
+    @property
+    def context_slices(self) -> int:
+        return 0
+
+
+class FCNSettings(NaturalImageSettings):
+    """FCN-32s/16s/8s (Long et al.) on VGG16; paper: widths 64..512, fc 4096, learned (transposed) upsampling."""
+
+    name: Literal["fcn32s", "fcn16s", "fcn8s"] = "fcn8s"
+    widths: tuple[int, ...] = Field(VGG16_WIDTHS, min_length=5, max_length=5)
+    fc_width: int = Field(4096, ge=1)
+    upsample: Literal["transposed", "bilinear", "nearest"] = "transposed"
+    divisor: ClassVar[int] = 32
+
+
+class DeconvNetSettings(NaturalImageSettings):
+    """DeconvNet (Noh et al.); paper: fc 4096 with a 7x7 fc6 (inputs of at least 224 x 224), max-unpooling."""
+
+    name: Literal["deconvnet"] = "deconvnet"
+    widths: tuple[int, ...] = Field(VGG16_WIDTHS, min_length=5, max_length=5)
+    fc_width: int = Field(4096, ge=1)
+    fc_kernel: int = Field(7, ge=1, description="fc6 kernel: pool5 must be at least this large (input >= 32 x fc_kernel)")
+    unpool: Unpooling = "max_unpool"
+    divisor: ClassVar[int] = 32
+
+
+class SegNetSettings(NaturalImageSettings):
+    """SegNet (Badrinarayanan et al.); paper: VGG16 widths, unpooling with the encoder's max-pooling indices."""
+
+    name: Literal["segnet"] = "segnet"
+    widths: tuple[int, ...] = Field(VGG16_WIDTHS, min_length=5, max_length=5)
+    unpool: Unpooling = "max_unpool"
+    divisor: ClassVar[int] = 32
+
+
+class PSPNetSettings(NaturalImageSettings):
+    """PSPNet (Zhao et al.); paper: dilated ResNet-50/101 (output stride 8), bins 1, 2, 3, 6."""
+
+    name: Literal["pspnet"] = "pspnet"
+    depth: Literal[18, 34, 50, 101, 152] = 50
+    width: int = Field(64, ge=1)
+    bins: tuple[int, ...] = (1, 2, 3, 6)
+    head_channels: int = Field(512, ge=1)
+    divisor: ClassVar[int] = 8
+
+
+class DeepLabSettings(NaturalImageSettings):
+    """DeepLab v1 (VGG16 LargeFOV), v2 (ASPP-L), v3 (ASPP + image pooling), v3+ (v3 + decoder); ResNet-101 for v2-v3+."""
+
+    name: Literal["deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3plus"] = "deeplabv3plus"
+    widths: tuple[int, ...] = Field(VGG16_WIDTHS, min_length=5, max_length=5, description="v1 only")
+    fc_width: int = Field(1024, ge=1, description="v1 only: fc6/fc7 channels")
+    fc_dilation: int = Field(12, ge=1, description="v1 only: fc6 dilation (LargeFOV)")
+    depth: Literal[18, 34, 50, 101, 152] = 101
+    width: int = Field(64, ge=1)
+    aspp_channels: int = Field(256, ge=1)
+    rates: tuple[int, ...] | None = Field(None, description="atrous rates; null = the paper's (v2: 6-12-18-24, v3/v3+: 6-12-18)")
+    cascade: int = Field(0, ge=0, description="v3: cascaded atrous blocks before ASPP")
+    low_level_channels: int = Field(48, ge=1, description="v3+ decoder")
+    crf: bool = Field(False, description="v1: dense-CRF refinement at inference (needs pydensecrf2)")
+
+    @property
+    def divisor(self) -> int:
+        return 8 if self.name in ("deeplabv1", "deeplabv2") else 16
+
+    @property
+    def atrous_rates(self) -> tuple[int, ...]:
+        return self.rates or ((6, 12, 18, 24) if self.name == "deeplabv2" else (6, 12, 18))
+
+
+class SETRSettings(NaturalImageSettings):
+    """SETR (Zheng et al.); paper: ViT-Large (1024, 24 layers, 16 heads, MLP 4096) on 16 x 16 patches."""
+
+    name: Literal["setr_naive", "setr_pup", "setr_mla"] = "setr_pup"
+    image_size: tuple[int, int] = Field((512, 512), description="the ViT's fixed input size; must equal train.patch_size")
+    hidden_size: int = Field(1024, ge=1)
+    mlp_dim: int = Field(4096, ge=1)
+    num_layers: int = Field(24, ge=4)
+    num_heads: int = Field(16, ge=1)
+    decoder_channels: int = Field(256, ge=2)
+    divisor: ClassVar[int] = 16
+
+
+class SwinSettings(NaturalImageSettings):
+    """Swin Transformer + UPerNet (Liu et al.); Swin-T: embed 96, depths 2-2-6-2, heads 3-6-12-24, window 7."""
+
+    name: Literal["swin_upernet"] = "swin_upernet"
+    embed_dim: int = Field(96, ge=1)
+    depths: tuple[int, int, int, int] = (2, 2, 6, 2)
+    num_heads: tuple[int, int, int, int] = (3, 6, 12, 24)
+    window_size: int = Field(7, ge=1)
+    decoder_channels: int = Field(512, ge=1)
+    divisor: ClassVar[int] = 32
+
+
+ModelSettings = Annotated[
+    Union[  # noqa: UP007
+        UNet2dSettings,
+        VNet3dSettings,
+        AutoencoderSettings,
+        FCNSettings,
+        DeconvNetSettings,
+        SegNetSettings,
+        PSPNetSettings,
+        DeepLabSettings,
+        SETRSettings,
+        SwinSettings,
+    ],
+    Field(discriminator="name"),
+]
 
 
 class LossSettings(Section):
@@ -325,9 +445,11 @@ class PipelineConfig(Section):
         dims, patch = self.model.spatial_dims, self.train.patch_size
         if len(patch) != dims:
             raise ValueError(f"train.patch_size {list(patch)} must have {dims} entries for model '{self.model.name}'")
-        divisor = 2 ** (len(self.model.widths) - 1)
+        divisor = getattr(self.model, "divisor", None) or 2 ** (len(self.model.widths) - 1)
         if any(p % divisor for p in patch):
-            raise ValueError(f"train.patch_size {list(patch)} must be divisible by {divisor} (2 ** (levels - 1) of model.widths)")
+            raise ValueError(f"train.patch_size {list(patch)} must be divisible by {divisor} for model '{self.model.name}'")
+        if isinstance(self.model, SETRSettings) and tuple(patch) != tuple(self.model.image_size):
+            raise ValueError(f"train.patch_size {list(patch)} must equal model.image_size {list(self.model.image_size)} for SETR")
         return self
 
     def section_digest(self, *names: str) -> str:

@@ -84,3 +84,91 @@ def _autoencoder(settings: Any, in_channels: int, num_classes: int) -> nn.Module
         settings.noise_level,
         settings.kl_beta,
     )
+
+
+# Natural-image architectures (pipeline/models/natural/): the paper settings are in configs/natural/.
+@register("fcn32s")
+@register("fcn16s")
+@register("fcn8s")
+def _fcn(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
+    from pipeline.models.natural.fcn import FCN
+
+    return FCN(settings.name, in_channels, num_classes, tuple(settings.widths), settings.fc_width, settings.upsample)
+
+
+@register("deconvnet")
+def _deconvnet(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
+    from pipeline.models.natural.encoder_decoder import deconvnet
+
+    return deconvnet(in_channels, num_classes, tuple(settings.widths), settings.fc_width, settings.fc_kernel, settings.unpool)
+
+
+@register("segnet")
+def _segnet(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
+    from pipeline.models.natural.encoder_decoder import segnet
+
+    return segnet(in_channels, num_classes, tuple(settings.widths), settings.unpool)
+
+
+@register("pspnet")
+def _pspnet(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
+    from pipeline.models.natural.pspnet import PSPNet
+
+    return PSPNet(in_channels, num_classes, settings.depth, settings.width, tuple(settings.bins), settings.head_channels)
+
+
+@register("deeplabv1")
+@register("deeplabv2")
+@register("deeplabv3")
+@register("deeplabv3plus")
+def _deeplab(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
+    from pipeline.models.natural.deeplab import DeepLabResNet, DeepLabV1
+
+    if settings.name == "deeplabv1":
+        return DeepLabV1(in_channels, num_classes, tuple(settings.widths), settings.fc_width, settings.fc_dilation)
+    version = settings.name.removeprefix("deeplab")
+    return DeepLabResNet(
+        version,
+        in_channels,
+        num_classes,
+        settings.depth,
+        settings.width,
+        settings.aspp_channels,
+        settings.atrous_rates,
+        settings.cascade,
+        settings.low_level_channels,
+    )
+
+
+@register("setr_naive")
+@register("setr_pup")
+@register("setr_mla")
+def _setr(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
+    from pipeline.models.natural.setr import SETR
+
+    return SETR(
+        settings.name.removeprefix("setr_"),
+        in_channels,
+        num_classes,
+        tuple(settings.image_size),
+        settings.hidden_size,
+        settings.mlp_dim,
+        settings.num_layers,
+        settings.num_heads,
+        settings.decoder_channels,
+    )
+
+
+@register("swin_upernet")
+def _swin(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
+    from pipeline.models.natural.swin import SwinUPerNet
+
+    return SwinUPerNet(
+        in_channels,
+        num_classes,
+        settings.embed_dim,
+        settings.depths,
+        settings.num_heads,
+        settings.window_size,
+        settings.decoder_channels,
+    )
