@@ -66,6 +66,27 @@ def synth(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
 
 @app.command()
 @stage
+def scenes(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
+    """Generate the natural-scenes dataset (Pascal VOC layout) into scenes.out_dir."""
+    from pipeline.data.scenes import generate_scenes
+
+    cfg = _load(config, overrides)
+    root = generate_scenes(cfg.scenes)
+    typer.echo(f"wrote {cfg.scenes.n_train} training and {cfg.scenes.n_val} validation scenes to {root}")
+
+
+@app.command("prepare-natural")
+@stage
+def prepare_natural(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
+    """Turn a Pascal VOC-layout folder (natural.root) into arrays the training engine reads (natural.out_dir)."""
+    from pipeline.preprocess.natural import prepare_natural as prepare
+
+    cfg = _load(config, overrides)
+    typer.echo(f"wrote {prepare(cfg)}")
+
+
+@app.command()
+@stage
 def verify(
     args: Annotated[Optional[list[str]], typer.Argument(help="[DATASET_DIR] then overrides key=value")] = None,  # noqa: UP045
     config: ConfigOption = None,

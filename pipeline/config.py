@@ -64,6 +64,27 @@ class SynthSettings(Section):
         return value
 
 
+class ScenesSettings(Section):
+    """Generated natural scenes in the Pascal VOC layout (the natural-image track's default data)."""
+
+    out_dir: Path = Path("data/scenes")
+    seed: int = 2026
+    n_train: int = Field(160, ge=1)
+    n_val: int = Field(40, ge=1)
+    size: int = Field(256, ge=32)
+    max_objects: int = Field(6, ge=2)
+
+
+class NaturalSettings(Section):
+    """A Pascal VOC-layout folder prepared for training: RGB scaled to [0, 1], then per-channel standardised."""
+
+    root: Path = Field(Path("data/scenes"), description="JPEGImages/, SegmentationClass/, ImageSets/Segmentation/")
+    out_dir: Path = Path("data/natural")
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    void_label: int = Field(255, description="VOC's border/void value; mapped to background for training and scoring")
+
+
 class VerifySettings(Section):
     """Integrity checks (rows F, G and V of RELIABILITY.md)."""
 
@@ -429,6 +450,8 @@ class PipelineConfig(Section):
     base: BaseSettings = BaseSettings()
     data: DataSettings = DataSettings()
     synth: SynthSettings = SynthSettings()
+    scenes: ScenesSettings = ScenesSettings()
+    natural: NaturalSettings = NaturalSettings()
     verify: VerifySettings = VerifySettings()
     preprocess: PreprocessSettings = PreprocessSettings()
     model: ModelSettings = UNet2dSettings()

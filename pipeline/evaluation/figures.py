@@ -52,6 +52,31 @@ def save_overlay(
     plt.close(fig)
 
 
+def save_natural_overlay(
+    path: Path, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, registry: LabelRegistry, title: str
+) -> None:
+    """Three panels of a photograph: the image, ground truth and prediction in the registry's colours.
+
+    ``image`` is (3, x, y) (any scaling: each channel is stretched to [0, 1] for display); labels are (x, y).
+    Shown as photographs are: row = y downwards, column = x.
+    """
+    rgb = np.moveaxis(image, 0, -1).swapaxes(0, 1).astype(np.float32)
+    low, high = rgb.min(axis=(0, 1)), rgb.max(axis=(0, 1))
+    rgb = (rgb - low) / np.maximum(high - low, 1e-6)
+    plt, fig = new_figure(12, 4.4)
+    for index, (name, label) in enumerate((("image", None), ("ground truth", truth), ("prediction", prediction))):
+        ax = fig.add_subplot(1, 3, index + 1)
+        ax.imshow(rgb)
+        if label is not None:
+            ax.imshow(colourise(label.T, registry))
+        ax.set_title(name)
+        ax.axis("off")
+    fig.suptitle(title)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def radiological(slice_xy: np.ndarray) -> np.ndarray:
     """(x, y[, rgba]) RAS slice -> rows anterior..posterior, columns patient right..left (screen left = patient right)."""
     return np.flip(np.swapaxes(slice_xy, 0, 1), axis=(0, 1))

@@ -35,6 +35,26 @@ def dice_per_class(prediction: torch.Tensor, truth: torch.Tensor, num_classes: i
     return compute_dice(pred, true, include_background=False, ignore_empty=False)[0].float()
 
 
+def confusion_matrix(prediction: torch.Tensor, truth: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) int64 counts: row = true class, column = predicted class."""
+    index = truth.long().flatten() * num_classes + prediction.long().flatten()
+    return torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def miou_and_pixel_accuracy(confusion: torch.Tensor) -> tuple[float, float]:
+    """Mean IoU over the classes present in truth or prediction (background included, as in VOC) and pixel accuracy.
+
+    A class absent from both is left out of the mean; with no pixels at all both values are 1.0 (never NaN).
+    """
+    confusion = confusion.double()
+    true_positive = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - true_positive
+    present = union > 0
+    miou = float((true_positive[present] / union[present]).mean()) if present.any() else 1.0
+    total = float(confusion.sum())
+    return miou, float(true_positive.sum() / total) if total else 1.0
+
+
 # Conventions for empty masks (documented in the README), so that no aggregate is ever NaN:
 #   truth and prediction both empty:  Dice 1, IoU 1, HD95 0 mm, NSD 1;
 #   exactly one of them empty:        Dice 0, IoU 0, HD95 = the scan's diagonal in mm (the worst

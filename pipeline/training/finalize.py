@@ -10,13 +10,14 @@ import torch
 import yaml
 
 from pipeline.data.labels import LabelRegistry
-from pipeline.evaluation.figures import save_overlay, save_reconstruction_grid, save_training_curves
+from pipeline.evaluation.figures import save_natural_overlay, save_overlay, save_reconstruction_grid, save_training_curves
 from pipeline.io_utils import atomic_path, write_json_atomic
 from pipeline.tracking.mlflow_run import RunTracker, git_commit, run_tags
 from pipeline.training.checkpoint import flatten, save_state_dict
 from pipeline.training.setup import TrainingRun
 
 TRACKED_SECTIONS = ("base", "preprocess", "model", "loss", "augment", "train")
+NATURAL_MODALITIES = ["red", "green", "blue"]  # what pipeline/preprocess/natural.py writes
 
 
 def start_tracking(run: TrainingRun, state, stage: str) -> RunTracker:
@@ -39,7 +40,7 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test
     best = next(h for h in state.history if h["epoch"] == best_epoch)
     metrics = {
         **run_summary(run.cfg.model.name, state, best_epoch),
-        **{k: v for k, v in best.items() if k.startswith("val_dice_")},
+        **{k: v for k, v in best.items() if k.startswith(("val_dice_", "val_miou", "val_pixel_accuracy"))},
         **test,
     }
     save_state_dict(out_dir / "model.pt", run.bare_model)
@@ -102,7 +103,7 @@ def model_card(run: TrainingRun, best_epoch: int, metrics: dict) -> dict:
         "preprocess_config_digest": run.manifest.config_digest,
         "data_fingerprint": run.data_fingerprint,
         "best_epoch": best_epoch,
-        "metrics": {k: v for k, v in metrics.items() if "dice" in k},
+        "metrics": {k: v for k, v in metrics.items() if any(m in k for m in ("dice", "miou", "pixel_accuracy"))},
         "versions": {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version()},
         "git_commit": git_commit(),
         "intended_use": "Research on phantom/CT segmentation. Not a medical device; not for clinical decisions.",
@@ -129,9 +130,11 @@ def write_figures(run: TrainingRun, history: list[dict], folder: Path) -> list[P
         prediction = predict_case(run, case.image).argmax(0).cpu().numpy()
         z = int((case.label > 0).sum(axis=(0, 1)).argmax())
         path = folder / f"overlay_{case.case_id}.png"
-        save_overlay(
-            path, case.image[0, :, :, z], case.label[:, :, z], prediction[:, :, z], registry, f"{case.case_id} (axial slice {z})"
-        )
+        if run.manifest.modalities == NATURAL_MODALITIES:  # photographs: RGB, shown as they are, not radiologically
+            save_natural_overlay(path, case.image[:, :, :, 0], case.label[:, :, 0], prediction[:, :, 0], registry, case.case_id)
+        else:
+            title = f"{case.case_id} (axial slice {z})"
+            save_overlay(path, case.image[0, :, :, z], case.label[:, :, z], prediction[:, :, z], registry, title)
         paths.append(path)
     return paths
 

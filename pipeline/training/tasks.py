@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.evaluation.metrics import dice_per_class
+from pipeline.evaluation.metrics import confusion_matrix, dice_per_class, miou_and_pixel_accuracy
 from pipeline.inference.sliding import predict_volume
 from pipeline.training.data import PatchDataset, load_case
 from pipeline.training.distributed import all_reduce_sum
 
 
 class SegmentationTask:
-    """Labels in, softmax logits out; validated by sliding-window Dice per class."""
+    """Labels in, softmax logits out; validated by sliding-window Dice per class, mean IoU and pixel accuracy."""
 
     score_key = "val_dice_mean"
     needs_labels = True
@@ -26,20 +26,26 @@ class SegmentationTask:
         return run.loss(logits.float(), batch["label"], batch.get("weight"))
 
     def validate(self, run, entries: list[dict] | None = None, prefix: str = "val") -> dict:
-        """Dice per class on ``entries`` (default: the held-out cases), averaged over cases and ranks."""
+        """Dice per class (averaged over cases) and mIoU / pixel accuracy (over all pixels) on ``entries`` (default:
+        the held-out cases), reduced over ranks."""
         entries = run.val_entries if entries is None else entries
         names = [run.manifest.labels[v] for v in range(1, run.manifest.num_classes)]
+        classes = run.manifest.num_classes
         sums = torch.zeros(len(names) + 1, dtype=torch.float64)
+        confusion = torch.zeros(classes, classes, dtype=torch.int64)
         run.model.eval()
         for entry in entries[run.ctx.rank :: run.ctx.world_size]:
             case = cached_case(run, entry)
-            probs = predict_case(run, case.image)
-            sums[:-1] += dice_per_class(probs.argmax(0).cpu(), torch.from_numpy(case.label), run.manifest.num_classes).double()
+            prediction, truth = predict_case(run, case.image).argmax(0).cpu(), torch.from_numpy(case.label)
+            sums[:-1] += dice_per_class(prediction, truth, classes).double()
             sums[-1] += 1
+            confusion += confusion_matrix(prediction, truth, classes)
         all_reduce_sum(sums, run.ctx)
+        all_reduce_sum(confusion, run.ctx)
         dice = sums[:-1] / sums[-1].clamp_min(1)
         metrics = {f"{prefix}_dice_{name}": float(d) for name, d in zip(names, dice)}
         metrics[f"{prefix}_dice_mean"] = float(dice.mean())
+        metrics[f"{prefix}_miou"], metrics[f"{prefix}_pixel_accuracy"] = miou_and_pixel_accuracy(confusion)
         return metrics
 
     def finish(self, run, state, tracker, best_epoch: int) -> dict:

@@ -52,3 +52,17 @@ def test_case_metrics_empty_mask_conventions_are_finite():
     for pred, truth in ((blob, empty), (empty, blob)):
         scores = case_metrics(pred, truth, spacing, {1: "a"}, 1.0)["a"]
         assert scores == {"dice": 0.0, "iou": 0.0, "hd95_mm": pytest.approx(diagonal), "nsd": 0.0}
+
+
+def test_confusion_matrix_miou_and_pixel_accuracy():
+    from pipeline.evaluation.metrics import confusion_matrix, miou_and_pixel_accuracy
+
+    truth = torch.tensor([0, 0, 0, 1, 1, 2])
+    pred = torch.tensor([0, 0, 1, 1, 1, 0])
+    confusion = confusion_matrix(pred, truth, 4)
+    assert confusion.tolist() == [[2, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    miou, accuracy = miou_and_pixel_accuracy(confusion)
+    # IoU: background 2/4, class 1 2/3, class 2 0/1; class 3 is absent from both and left out of the mean
+    assert miou == pytest.approx((2 / 4 + 2 / 3 + 0) / 3)
+    assert accuracy == pytest.approx(4 / 6)
+    assert miou_and_pixel_accuracy(torch.zeros(3, 3, dtype=torch.int64)) == (1.0, 1.0)
