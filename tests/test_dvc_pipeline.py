@@ -118,3 +118,26 @@ def _assert_mlflow_runs(project):
         assert "val_reconstruction_mse" in stages[f"pretrain_{model}"].data.metrics
     for model in ("unet2d", "vnet3d"):
         assert stages[f"train_{model}"].data.tags["init_from"] == f"models/pretrain_{model}/encoder.pt"
+
+
+def test_natural_pipeline_is_separate_and_prepares_the_scenes(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("pipeline", "configs", "natural"):
+        shutil.copytree(REPO_ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "dvc.yaml", project / "dvc.yaml")
+    params_path = project / "configs" / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["scenes"].update(n_train=4, n_val=2, size=64)
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], project)
+    _run(["dvc", "init", "-q"], project)
+    default = _run(["dvc", "stage", "list"], project)  # what a plain `dvc repro` runs: ./dvc.yaml
+    assert "synth" in default and "natural" not in default and "train@" not in default
+    natural = _run(["dvc", "repro", "natural/dvc.yaml:prepare"], project)
+    assert "Running stage 'natural/dvc.yaml:scenes'" in natural and "Running stage 'natural/dvc.yaml:prepare'" in natural
+    manifest = json.loads((project / "data" / "natural" / "dataset.json").read_text())
+    assert [c["split"] for c in manifest["cases"]] == ["train"] * 4 + ["test"] * 2
+    assert manifest["labels"] == {"0": "background", "1": "disc", "2": "box", "3": "triangle", "4": "star"}
+    planned = _run(["dvc", "repro", "--dry", "natural/dvc.yaml"], project)
+    assert planned.count("Running stage 'natural/dvc.yaml:train@") == 15
