@@ -1,0 +1,106 @@
+"""Config sections of the data stages: base, data, synth, scenes, natural, verify, preprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.config.base import Section
+
+
+class BaseSettings(Section):
+    """Settings shared by all stages."""
+
+    seed: int = 0
+    num_workers: int = Field(2, ge=0, description="worker processes for per-case work (0 = in-process)")
+
+
+class DataSettings(Section):
+    """Where the dataset lives: any MSD or nnU-Net v2 raw folder (with dataset.json)."""
+
+    root: Path = Path("data/phantom")
+
+
+class SynthSettings(Section):
+    """Phantom CT generator (the embedded default dataset)."""
+
+    out_dir: Path = Path("data/phantom")
+    seed: int = 1234
+    n_labeled: int = Field(12, ge=0)
+    n_test: int = Field(4, ge=0)
+    n_unlabeled: int = Field(24, ge=0)
+    matrix: int = Field(256, ge=32, description="in-plane matrix size (square)")
+    inplane_spacing_mm: tuple[float, float] = (1.25, 1.45)
+    slice_spacing_mm: tuple[float, float] = (3.0, 5.0)
+    z_extent_mm: tuple[float, float] = (200.0, 240.0)
+    noise_sd_hu: tuple[float, float] = (10.0, 22.0)
+    oblique_degrees: float = Field(20.0, ge=0.0, le=45.0)
+
+    @field_validator("inplane_spacing_mm", "slice_spacing_mm", "z_extent_mm", "noise_sd_hu")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 < low <= high:
+            raise ValueError(f"expected 0 < low <= high, got {list(value)}")
+        return value
+
+
+class ScenesSettings(Section):
+    """Generated natural scenes in the Pascal VOC layout (the natural-image track's default data)."""
+
+    out_dir: Path = Path("data/scenes")
+    seed: int = 2026
+    n_train: int = Field(160, ge=1)
+    n_val: int = Field(40, ge=1)
+    size: int = Field(256, ge=32)
+    max_objects: int = Field(6, ge=2)
+
+
+class NaturalSettings(Section):
+    """A Pascal VOC-layout folder prepared for training: RGB scaled to [0, 1], then per-channel standardised."""
+
+    root: Path = Field(Path("data/scenes"), description="JPEGImages/, SegmentationClass/, ImageSets/Segmentation/")
+    out_dir: Path = Path("data/natural")
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    void_label: int = Field(255, description="VOC's border/void value; mapped to background for training and scoring")
+
+
+class VerifySettings(Section):
+    """Integrity checks (rows F, G and V of RELIABILITY.md)."""
+
+    report: Path = Path("reports/verify.json")
+    spacing_tolerance_mm: float = Field(1e-3, gt=0)
+    origin_tolerance_mm: float = Field(1e-3, gt=0)
+    direction_tolerance: float = Field(1e-4, gt=0)
+    allow_singleton_4d: bool = True
+
+
+class PreprocessSettings(Section):
+    """Orientation, spacing, intensity normalisation and cropping."""
+
+    out_dir: Path = Path("data/preprocessed")
+    spacing_mm: tuple[float, float, float] | None = Field(
+        (2.8, 2.8, 3.0), description="target (x, y, z) spacing in RAS; null = the dataset's median spacing"
+    )
+    ct_normalisation: Literal["percentile", "window"] = "percentile"
+    ct_percentiles: tuple[float, float] = (0.5, 99.5)
+    ct_window_hu: tuple[float, float] = (-160.0, 240.0)
+    body_threshold_hu: float = -500.0
+    crop_margin_mm: float = Field(5.0, ge=0)
+    image_interpolation: Literal["linear", "bspline"] = "linear"
+    include_unlabeled: bool = True
+    intensity_samples_per_case: int = Field(20000, ge=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> PreprocessSettings:
+        if self.spacing_mm is not None and min(self.spacing_mm) <= 0:
+            raise ValueError(f"spacing_mm must be positive, got {list(self.spacing_mm)}")
+        low, high = self.ct_percentiles
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"ct_percentiles must satisfy 0 <= low < high <= 100, got {[low, high]}")
+        return self
+
+

@@ -1,0 +1,203 @@
+"""Config sections of the networks: one settings class per architecture family, discriminated by ``name``."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Union
+
+from pydantic import Field, model_validator
+
+from pipeline.config.base import Section
+
+
+class UNet2dSettings(Section):
+    """2D U-Net (Ronneberger et al.) trained on axial slices; 2.5D when ``context_slices`` > 0."""
+
+    name: Literal["unet2d"] = "unet2d"
+    widths: tuple[int, ...] = Field((32, 64, 128, 256, 512), min_length=2)
+    norm: Literal["batch", "instance", "none"] = "batch"
+    context_slices: int = Field(0, ge=0, description="neighbouring slices each side stacked as channels (2.5D)")
+
+    @property
+    def spatial_dims(self) -> int:
+        return 2
+
+
+class VNet3dSettings(Section):
+    """3D V-Net (Milletari et al.) with configurable widths (paper: 16..256, 5x5x5 kernels)."""
+
+    name: Literal["vnet3d"] = "vnet3d"
+    widths: tuple[int, ...] = Field((16, 32, 64, 128, 256), min_length=2)
+    convs: tuple[int, ...] = (1, 2, 3, 3, 3)
+    kernel_size: int = Field(5, ge=1)
+    norm: Literal["batch", "instance", "none"] = "batch"
+
+    @property
+    def spatial_dims(self) -> int:
+        return 3
+
+    @property
+    def context_slices(self) -> int:
+        return 0
+
+    @model_validator(mode="after")
+    def _check(self) -> VNet3dSettings:
+        if len(self.convs) != len(self.widths):
+            raise ValueError(f"convs {list(self.convs)} needs one entry per width {list(self.widths)}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        return self
+
+
+class AutoencoderSettings(Section):
+    """Autoencoder for pretraining; its encoder is built from the same keys as ``unet2d`` / ``vnet3d``."""
+
+    name: Literal["autoencoder"] = "autoencoder"
+    variant: Literal["undercomplete", "sparse", "denoising", "variational"] = "undercomplete"
+    encoder: Literal["unet2d", "vnet3d"] = "vnet3d"
+    widths: tuple[int, ...] = Field((8, 16, 32, 64), min_length=2)
+    convs: tuple[int, ...] = (1, 2, 2, 2)
+    kernel_size: int = Field(3, ge=1)
+    norm: Literal["batch", "instance", "none"] = "instance"
+    context_slices: int = Field(0, ge=0)
+    latent_channels: int = Field(8, ge=1, description="channels of z at the bottleneck (dim z << dim x)")
+    sparsity_lambda: float = Field(1e-3, ge=0)
+    noise: Literal["gaussian", "salt_pepper", "masking"] = "gaussian"
+    noise_level: float = Field(0.3, ge=0)
+    kl_beta: float = Field(1.0, ge=0)
+
+    @property
+    def spatial_dims(self) -> int:
+        return 2 if self.encoder == "unet2d" else 3
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoencoderSettings:
+        if self.encoder == "vnet3d" and len(self.convs) != len(self.widths):
+            raise ValueError(f"convs {list(self.convs)} needs one entry per width {list(self.widths)}")
+        if self.encoder == "vnet3d" and self.context_slices:
+            raise ValueError("context_slices applies to the 2D (unet2d) encoder only")
+        return self
+
+
+VGG16_WIDTHS = (64, 128, 256, 512, 512)
+Unpooling = Literal["max_unpool", "bed_of_nails", "nearest"]
+
+
+class NaturalImageSettings(Section):
+    """Shared by the natural-image architectures: 2D networks on RGB images, no slice context."""
+
+    @property
+    def spatial_dims(self) -> int:
+        return 2
+
+    @property
+    def context_slices(self) -> int:
+        return 0
+
+
+class FCNSettings(NaturalImageSettings):
+    """FCN-32s/16s/8s (Long et al.) on VGG16; paper: widths 64..512, fc 4096, learned (transposed) upsampling."""
+
+    name: Literal["fcn32s", "fcn16s", "fcn8s"] = "fcn8s"
+    widths: tuple[int, ...] = Field(VGG16_WIDTHS, min_length=5, max_length=5)
+    fc_width: int = Field(4096, ge=1)
+    upsample: Literal["transposed", "bilinear", "nearest"] = "transposed"
+    divisor: ClassVar[int] = 32
+
+
+class DeconvNetSettings(NaturalImageSettings):
+    """DeconvNet (Noh et al.); paper: fc 4096 with a 7x7 fc6 (inputs of at least 224 x 224), max-unpooling."""
+
+    name: Literal["deconvnet"] = "deconvnet"
+    widths: tuple[int, ...] = Field(VGG16_WIDTHS, min_length=5, max_length=5)
+    fc_width: int = Field(4096, ge=1)
+    fc_kernel: int = Field(7, ge=1, description="fc6 kernel: pool5 must be at least this large (input >= 32 x fc_kernel)")
+    unpool: Unpooling = "max_unpool"
+    divisor: ClassVar[int] = 32
+
+
+class SegNetSettings(NaturalImageSettings):
+    """SegNet (Badrinarayanan et al.); paper: VGG16 widths, unpooling with the encoder's max-pooling indices."""
+
+    name: Literal["segnet"] = "segnet"
+    widths: tuple[int, ...] = Field(VGG16_WIDTHS, min_length=5, max_length=5)
+    unpool: Unpooling = "max_unpool"
+    divisor: ClassVar[int] = 32
+
+
+class PSPNetSettings(NaturalImageSettings):
+    """PSPNet (Zhao et al.); paper: dilated ResNet-50/101 (output stride 8), bins 1, 2, 3, 6."""
+
+    name: Literal["pspnet"] = "pspnet"
+    depth: Literal[18, 34, 50, 101, 152] = 50
+    width: int = Field(64, ge=1)
+    bins: tuple[int, ...] = (1, 2, 3, 6)
+    head_channels: int = Field(512, ge=1)
+    divisor: ClassVar[int] = 8
+
+
+class DeepLabSettings(NaturalImageSettings):
+    """DeepLab v1 (VGG16 LargeFOV), v2 (ASPP-L), v3 (ASPP + image pooling), v3+ (v3 + decoder); ResNet-101 for v2-v3+."""
+
+    name: Literal["deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3plus"] = "deeplabv3plus"
+    widths: tuple[int, ...] = Field(VGG16_WIDTHS, min_length=5, max_length=5, description="v1 only")
+    fc_width: int = Field(1024, ge=1, description="v1 only: fc6/fc7 channels")
+    fc_dilation: int = Field(12, ge=1, description="v1 only: fc6 dilation (LargeFOV)")
+    depth: Literal[18, 34, 50, 101, 152] = 101
+    width: int = Field(64, ge=1)
+    aspp_channels: int = Field(256, ge=1)
+    rates: tuple[int, ...] | None = Field(None, description="atrous rates; null = the paper's (v2: 6-12-18-24, v3/v3+: 6-12-18)")
+    cascade: int = Field(0, ge=0, description="v3: cascaded atrous blocks before ASPP")
+    low_level_channels: int = Field(48, ge=1, description="v3+ decoder")
+    crf: bool = Field(False, description="v1: dense-CRF refinement at inference (needs pydensecrf2)")
+
+    @property
+    def divisor(self) -> int:
+        return 8 if self.name in ("deeplabv1", "deeplabv2") else 16
+
+    @property
+    def atrous_rates(self) -> tuple[int, ...]:
+        return self.rates or ((6, 12, 18, 24) if self.name == "deeplabv2" else (6, 12, 18))
+
+
+class SETRSettings(NaturalImageSettings):
+    """SETR (Zheng et al.); paper: ViT-Large (1024, 24 layers, 16 heads, MLP 4096) on 16 x 16 patches."""
+
+    name: Literal["setr_naive", "setr_pup", "setr_mla"] = "setr_pup"
+    image_size: tuple[int, int] = Field((512, 512), description="the ViT's fixed input size; must equal train.patch_size")
+    hidden_size: int = Field(1024, ge=1)
+    mlp_dim: int = Field(4096, ge=1)
+    num_layers: int = Field(24, ge=4)
+    num_heads: int = Field(16, ge=1)
+    decoder_channels: int = Field(256, ge=2)
+    divisor: ClassVar[int] = 16
+
+
+class SwinSettings(NaturalImageSettings):
+    """Swin Transformer + UPerNet (Liu et al.); Swin-T: embed 96, depths 2-2-6-2, heads 3-6-12-24, window 7."""
+
+    name: Literal["swin_upernet"] = "swin_upernet"
+    embed_dim: int = Field(96, ge=1)
+    depths: tuple[int, int, int, int] = (2, 2, 6, 2)
+    num_heads: tuple[int, int, int, int] = (3, 6, 12, 24)
+    window_size: int = Field(7, ge=1)
+    decoder_channels: int = Field(512, ge=1)
+    divisor: ClassVar[int] = 32
+
+
+ModelSettings = Annotated[
+    Union[  # noqa: UP007
+        UNet2dSettings,
+        VNet3dSettings,
+        AutoencoderSettings,
+        FCNSettings,
+        DeconvNetSettings,
+        SegNetSettings,
+        PSPNetSettings,
+        DeepLabSettings,
+        SETRSettings,
+        SwinSettings,
+    ],
+    Field(discriminator="name"),
+]
+
+
