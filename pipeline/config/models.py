@@ -148,7 +148,7 @@ class DeepLabSettings(NaturalImageSettings):
     rates: tuple[int, ...] | None = Field(None, description="atrous rates; null = the paper's (v2: 6-12-18-24, v3/v3+: 6-12-18)")
     cascade: int = Field(0, ge=0, description="v3: cascaded atrous blocks before ASPP")
     low_level_channels: int = Field(48, ge=1, description="v3+ decoder")
-    crf: bool = Field(False, description="v1: dense-CRF refinement at inference (needs pydensecrf2)")
+    crf: bool = Field(False, description="dense-CRF refinement of validation/test probabilities (pip install -e '.[crf]')")
 
     @property
     def divisor(self) -> int:

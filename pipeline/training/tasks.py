@@ -36,7 +36,10 @@ class SegmentationTask:
         run.model.eval()
         for entry in entries[run.ctx.rank :: run.ctx.world_size]:
             case = cached_case(run, entry)
-            prediction, truth = predict_case(run, case.image).argmax(0).cpu(), torch.from_numpy(case.label)
+            probabilities = predict_case(run, case.image)
+            if getattr(run.cfg.model, "crf", False):  # DeepLab v1's dense-CRF refinement
+                probabilities = refine_with_crf(run, case.image, probabilities)
+            prediction, truth = probabilities.argmax(0).cpu(), torch.from_numpy(case.label)
             sums[:-1] += dice_per_class(prediction, truth, classes).double()
             sums[-1] += 1
             confusion += confusion_matrix(prediction, truth, classes)
@@ -97,6 +100,17 @@ class ReconstructionTask:
         from pipeline.training.finalize import finalize_pretraining
 
         return finalize_pretraining(run, state, tracker, best_epoch) if run.ctx.is_main else {}
+
+
+def refine_with_crf(run, image: np.ndarray, probabilities: torch.Tensor) -> torch.Tensor:
+    """Dense-CRF refinement of one photograph's probabilities (C, x, y, 1); the image is un-standardised back to RGB."""
+    from pipeline.inference.crf import dense_crf
+
+    natural = run.cfg.natural
+    rgb = image[:, :, :, 0] * np.asarray(natural.std)[:, None, None] + np.asarray(natural.mean)[:, None, None]
+    rgb = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8).transpose(2, 1, 0)  # (y, x, 3)
+    refined = dense_crf(rgb, probabilities[..., 0].permute(0, 2, 1).cpu().numpy())
+    return torch.from_numpy(refined.transpose(0, 2, 1)[..., None].copy()).to(probabilities.device)
 
 
 def cached_case(run, entry: dict):

@@ -57,3 +57,44 @@ def test_segnet_trains_on_scenes_with_miou_in_mlflow(tmp_path):
     history = client.get_metric_history(run.info.run_id, "val_miou")
     assert [m.step for m in history] == [1, 2]
     assert metrics["val_miou"] in [m.value for m in history]  # the best epoch's value
+
+
+def test_deeplab_v1_validation_can_refine_with_the_dense_crf(tmp_path, monkeypatch):
+    from pipeline.training import tasks
+
+    root = generate_scenes(ScenesSettings(out_dir=tmp_path / "scenes", n_train=4, n_val=1, size=64))
+    calls = []
+    original = tasks.refine_with_crf
+
+    def counting(run, image, probabilities):
+        refined = original(run, image, probabilities)
+        calls.append((tuple(probabilities.shape), float((refined.sum(0) - 1).abs().max())))
+        return refined
+
+    monkeypatch.setattr(tasks, "refine_with_crf", counting)
+    cfg = PipelineConfig.model_validate(
+        {
+            "base": {"num_workers": 0},
+            "natural": {"root": str(root), "out_dir": str(tmp_path / "natural")},
+            "preprocess": {"out_dir": str(tmp_path / "natural")},
+            "model": {"name": "deeplabv1", "widths": [4, 8, 16, 16, 16], "fc_width": 16, "fc_dilation": 2, "crf": True},
+            "train": {
+                "out_dir": str(tmp_path / "model"),
+                "checkpoint_dir": str(tmp_path / "checkpoints"),
+                "reports_dir": str(tmp_path / "reports"),
+                "patch_size": [64, 64],
+                "batch_size": 2,
+                "iterations_per_epoch": 1,
+                "max_epochs": 1,
+                "val_cases": 1,
+                "overlay_cases": 0,
+                "device": "cpu",
+            },
+            "tracking": {"enabled": False},
+        }
+    )
+    prepare_natural(cfg)
+    metrics = train_model(cfg, stage="natural_deeplabv1_crf")
+    assert len(calls) == 2  # the validation case and the one test case
+    assert all(shape == (5, 64, 64, 1) and error < 1e-3 for shape, error in calls)
+    assert 0.0 <= metrics["test_miou"] <= 1.0

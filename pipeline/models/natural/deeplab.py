@@ -2,7 +2,7 @@
 
 - **v1 (LargeFOV)**: VGG16 with pools 4-5 at stride 1 and block 5 dilated by 2 (output stride 8),
   fc6 as a 3x3 convolution dilated by 12 with 1024 channels, fc7 1x1, a classifier, bilinear
-  upsampling. The paper's dense CRF is :func:`pipeline.models.natural.crf.dense_crf` (postprocessing).
+  upsampling. The paper's dense CRF is :func:`pipeline.inference.crf.dense_crf` (``model.crf: true``).
 - **v2**: dilated ResNet (output stride 8) and ASPP-L: four 3x3 classifiers dilated by 6, 12, 18, 24, summed.
 - **v3**: dilated ResNet (output stride 16) and ASPP with a 1x1 branch, three 3x3 branches dilated by
   6, 12, 18 and image-level pooling, concatenated, 1x1 projection, classifier. ``cascade`` > 0 adds
