@@ -13,14 +13,14 @@ from pipeline.preprocess.natural import prepare_natural
 from pipeline.training.engine import train_model
 
 
-@pytest.mark.slow
-def test_segnet_trains_on_scenes_with_miou_in_mlflow(tmp_path):
-    root = generate_scenes(ScenesSettings(out_dir=tmp_path / "scenes", n_train=6, n_val=2, size=64))
+def scenes_config(tmp_path, model: dict, n_train: int, n_val: int, **train) -> PipelineConfig:
+    """Tiny generated scenes, prepared, and a config that trains ``model`` on them for seconds."""
+    root = generate_scenes(ScenesSettings(out_dir=tmp_path / "scenes", n_train=n_train, n_val=n_val, size=64))
     raw = {
         "base": {"seed": 0, "num_workers": 0},
         "natural": {"root": str(root), "out_dir": str(tmp_path / "natural")},
         "preprocess": {"out_dir": str(tmp_path / "natural")},
-        "model": {"name": "segnet", "widths": [4, 8, 16, 16, 16]},
+        "model": model,
         "augment": {"flip_axes": [0], "gamma_prob": 0.0},
         "train": {
             "out_dir": str(tmp_path / "model"),
@@ -28,12 +28,8 @@ def test_segnet_trains_on_scenes_with_miou_in_mlflow(tmp_path):
             "reports_dir": str(tmp_path / "reports"),
             "patch_size": [64, 64],
             "batch_size": 2,
-            "iterations_per_epoch": 2,
-            "max_epochs": 2,
-            "val_every": 1,
-            "val_cases": 2,
-            "overlay_cases": 1,
             "device": "cpu",
+            **train,
         },
         "tracking": {
             "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -43,6 +39,14 @@ def test_segnet_trains_on_scenes_with_miou_in_mlflow(tmp_path):
     }
     cfg = PipelineConfig.model_validate(raw)
     prepare_natural(cfg)
+    return cfg
+
+
+@pytest.mark.slow
+def test_segnet_trains_on_scenes_with_miou_in_mlflow(tmp_path):
+    model = {"name": "segnet", "widths": [4, 8, 16, 16, 16]}
+    train = {"iterations_per_epoch": 2, "max_epochs": 2, "val_every": 1, "val_cases": 2, "overlay_cases": 1}
+    cfg = scenes_config(tmp_path, model, n_train=6, n_val=2, **train)
     metrics = train_model(cfg, stage="natural_segnet")
     for key in ("val_miou", "val_pixel_accuracy", "test_miou", "test_pixel_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0
@@ -62,7 +66,6 @@ def test_segnet_trains_on_scenes_with_miou_in_mlflow(tmp_path):
 def test_deeplab_v1_validation_can_refine_with_the_dense_crf(tmp_path, monkeypatch):
     from pipeline.training import tasks
 
-    root = generate_scenes(ScenesSettings(out_dir=tmp_path / "scenes", n_train=4, n_val=1, size=64))
     calls = []
     original = tasks.refine_with_crf
 
@@ -72,28 +75,8 @@ def test_deeplab_v1_validation_can_refine_with_the_dense_crf(tmp_path, monkeypat
         return refined
 
     monkeypatch.setattr(tasks, "refine_with_crf", counting)
-    cfg = PipelineConfig.model_validate(
-        {
-            "base": {"num_workers": 0},
-            "natural": {"root": str(root), "out_dir": str(tmp_path / "natural")},
-            "preprocess": {"out_dir": str(tmp_path / "natural")},
-            "model": {"name": "deeplabv1", "widths": [4, 8, 16, 16, 16], "fc_width": 16, "fc_dilation": 2, "crf": True},
-            "train": {
-                "out_dir": str(tmp_path / "model"),
-                "checkpoint_dir": str(tmp_path / "checkpoints"),
-                "reports_dir": str(tmp_path / "reports"),
-                "patch_size": [64, 64],
-                "batch_size": 2,
-                "iterations_per_epoch": 1,
-                "max_epochs": 1,
-                "val_cases": 1,
-                "overlay_cases": 0,
-                "device": "cpu",
-            },
-            "tracking": {"enabled": False},
-        }
-    )
-    prepare_natural(cfg)
+    model = {"name": "deeplabv1", "widths": [4, 8, 16, 16, 16], "fc_width": 16, "fc_dilation": 2, "crf": True}
+    cfg = scenes_config(tmp_path, model, n_train=4, n_val=1, iterations_per_epoch=1, max_epochs=1, val_cases=1, overlay_cases=0)
     metrics = train_model(cfg, stage="natural_deeplabv1_crf")
     assert len(calls) == 2  # the validation case and the one test case
     assert all(shape == (5, 64, 64, 1) and error < 1e-3 for shape, error in calls)
