@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.cli import _with_base
-from pipeline.config import load_config
+from pipeline.config import load_config, with_base_config
 from pipeline.models import build_model
 from pipeline.training.engine import train_model
 
@@ -57,7 +56,7 @@ CPU_WIDTHS = {
 
 
 def paper_model(name: str):
-    cfg = load_config(_with_base([Path(f"configs/natural/{name}.yaml")]))
+    cfg = load_config(with_base_config([Path(f"configs/natural/{name}.yaml")]))
     return build_model(cfg.model, 3, PAPER_CLASSES.get(name, 21))
 
 
@@ -88,7 +87,7 @@ def short_training(name: str, minutes: float, work: Path) -> dict:
         "tracking.experiment=natural-bench",
         "tracking.log_model=false",
     ]
-    cfg = load_config(_with_base([Path(f"configs/natural/{name}.yaml")]), overrides)
+    cfg = load_config(with_base_config([Path(f"configs/natural/{name}.yaml")]), overrides)
     cpu_parameters = sum(p.numel() for p in build_model(cfg.model, 3, 5).parameters())
     metrics = train_model(cfg, stage=f"natural_bench/{name}")
     keep = ("epochs", "train_minutes", "test_miou", "test_pixel_accuracy", "test_dice_mean")

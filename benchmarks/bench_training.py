@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.cli import _with_base
-from pipeline.config import load_config
+from pipeline.config import load_config, with_base_config
 from pipeline.data.layout import load_dataset
 
 
@@ -113,7 +112,7 @@ def main() -> None:
     for name in args.models:
         for amp in args.amp:
             cfg = load_config(
-                _with_base([Path(f"configs/{name}.yaml"), *args.extra_config]),
+                with_base_config([Path(f"configs/{name}.yaml"), *args.extra_config]),
                 ["train.init_from=null", *(["model.context_slices=0"] if name == "unet2d" else [])],
             )
             cfg.train.amp, cfg.tracking.enabled = amp, False

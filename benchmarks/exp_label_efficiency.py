@@ -21,8 +21,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from pipeline.cli import _with_base
-from pipeline.config import load_config
+from pipeline.config import load_config, with_base_config
 from pipeline.training.engine import train_model
 
 
@@ -43,7 +42,7 @@ def run_arm(model: str, seed: int, pretrained: bool, epochs: int, steps: int, wo
         "tracking.experiment=label-efficiency",
         "tracking.log_model=false",
     ]
-    cfg = load_config(_with_base([Path(f"configs/{model}.yaml")]), overrides)
+    cfg = load_config(with_base_config([Path(f"configs/{model}.yaml")]), overrides)
     metrics = train_model(cfg, stage=f"label_efficiency/{name}")
     row = {"model": model, "seed": seed, "pretrained": pretrained, **{k: v for k, v in metrics.items() if "dice" in k}}
     print(json.dumps(row), flush=True)

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.config import DEFAULT_CONFIG, PipelineConfig, load_config
+from pipeline.config import PipelineConfig, load_config, with_base_config
 from pipeline.errors import ConfigError, SegPipeError
 
 app = typer.Typer(
@@ -122,14 +122,6 @@ def preprocess(config: ConfigOption = None, overrides: OverridesArg = None) -> N
     typer.echo(f"wrote {path}")
 
 
-def _with_base(config: list[Path] | None) -> list[Path]:
-    """Model configs are overlays: ``configs/params.yaml`` (when present) is always the first layer."""
-    files = list(config or [])
-    if DEFAULT_CONFIG.exists() and all(Path(f).resolve() != DEFAULT_CONFIG.resolve() for f in files):
-        files.insert(0, DEFAULT_CONFIG)
-    return files
-
-
 @app.command()
 @stage
 def train(
@@ -140,7 +132,7 @@ def train(
     """Train the configured model (e.g. -c configs/unet2d.yaml) on preprocess.out_dir; works under torchrun."""
     from pipeline.training.engine import train_model
 
-    cfg = _load(_with_base(config), overrides)
+    cfg = _load(with_base_config(config), overrides)
     if cfg.model.name == "autoencoder":
         raise ConfigError("model.name=autoencoder is trained by `segpipe pretrain`, not `segpipe train`")
     if cfg.train.init_from:
@@ -162,7 +154,7 @@ def pretrain(
     """Pretrain an autoencoder (e.g. -c configs/pretrain_vnet3d.yaml) on unlabeled scans; writes encoder.pt."""
     from pipeline.training.engine import train_model
 
-    cfg = _load(_with_base(config), overrides)
+    cfg = _load(with_base_config(config), overrides)
     if cfg.model.name != "autoencoder":
         raise ConfigError(f"segpipe pretrain needs model.name=autoencoder, got '{cfg.model.name}' (use segpipe train)")
     metrics = train_model(cfg, stage_name)

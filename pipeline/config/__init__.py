@@ -57,7 +57,7 @@ __all__ = [
     "DeepLabSettings", "EvaluateSettings", "ExportFormat", "ExportSettings", "FCNSettings", "InferSettings", "LossSettings",
     "ModelSettings", "NaturalSettings", "PSPNetSettings", "PipelineConfig", "PreprocessSettings", "ScenesSettings", "Section",
     "SegNetSettings", "SETRSettings", "SwinSettings", "SynthSettings", "TrackingSettings", "TrainSettings", "UNet2dSettings",
-    "VNet3dSettings", "VerifySettings", "load_config", "parse_override",
+    "VNet3dSettings", "VerifySettings", "load_config", "parse_override", "with_base_config",
 ]  # fmt: skip
 
 DEFAULT_CONFIG = Path("configs/params.yaml")
@@ -98,6 +98,14 @@ class PipelineConfig(Section):
         """Return a stable hash of the named sections (used to detect changed settings)."""
         payload = {name: getattr(self, name).model_dump(mode="json") for name in names}
         return text_digest(json.dumps(payload, sort_keys=True))
+
+
+def with_base_config(paths: list[Path] | None) -> list[Path]:
+    """Model configs are overlays: ``configs/params.yaml`` (when present) is put first unless already listed."""
+    files = list(paths or [])
+    if DEFAULT_CONFIG.exists() and all(Path(f).resolve() != DEFAULT_CONFIG.resolve() for f in files):
+        files.insert(0, DEFAULT_CONFIG)
+    return files
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
