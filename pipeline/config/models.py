@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
 from pipeline.config.base import Section
+
+Sizes = tuple[tuple[int, ...], ...]
+
+
+def stride_product(pools: Sizes | None, num_stages: int, dims: int) -> tuple[int, ...]:
+    """Per-axis total stride of a U-Net/V-Net: the product of ``pools`` (default: 2 per stage on every axis)."""
+    if not pools:
+        return (2 ** (num_stages - 1),) * dims
+    return tuple(math.prod(p[a] for p in pools) for a in range(dims))
 
 
 class UNet2dSettings(Section):
@@ -16,10 +26,16 @@ class UNet2dSettings(Section):
     widths: tuple[int, ...] = Field((32, 64, 128, 256, 512), min_length=2)
     norm: Literal["batch", "instance", "none"] = "batch"
     context_slices: int = Field(0, ge=0, description="neighbouring slices each side stacked as channels (2.5D)")
+    pools: Sizes | None = Field(None, description="per-level, per-axis pooling, pools[0] all ones (planned); null = 2x2")
+    kernels: Sizes | None = Field(None, description="per-level, per-axis kernels (planned); null = 3x3")
 
     @property
     def spatial_dims(self) -> int:
         return 2
+
+    @property
+    def divisor(self) -> tuple[int, ...]:
+        return stride_product(self.pools, len(self.widths), 2)
 
 
 class VNet3dSettings(Section):
@@ -30,10 +46,16 @@ class VNet3dSettings(Section):
     convs: tuple[int, ...] = (1, 2, 3, 3, 3)
     kernel_size: int = Field(5, ge=1)
     norm: Literal["batch", "instance", "none"] = "batch"
+    pools: Sizes | None = Field(None, description="per-stage, per-axis strides, pools[0] all ones (planned); null = 2x2x2")
+    kernels: Sizes | None = Field(None, description="per-stage, per-axis kernels (planned); null = kernel_size everywhere")
 
     @property
     def spatial_dims(self) -> int:
         return 3
+
+    @property
+    def divisor(self) -> tuple[int, ...]:
+        return stride_product(self.pools, len(self.widths), 3)
 
     @property
     def context_slices(self) -> int:
@@ -64,10 +86,16 @@ class AutoencoderSettings(Section):
     noise: Literal["gaussian", "salt_pepper", "masking"] = "gaussian"
     noise_level: float = Field(0.3, ge=0)
     kl_beta: float = Field(1.0, ge=0)
+    pools: Sizes | None = Field(None, description="as the segmentation network's (planned)")
+    kernels: Sizes | None = Field(None, description="as the segmentation network's (planned)")
 
     @property
     def spatial_dims(self) -> int:
         return 2 if self.encoder == "unet2d" else 3
+
+    @property
+    def divisor(self) -> tuple[int, ...]:
+        return stride_product(self.pools, len(self.widths), self.spatial_dims)
 
     @model_validator(mode="after")
     def _check(self) -> AutoencoderSettings:

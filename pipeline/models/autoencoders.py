@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pipeline.models.layers import norm_layer
+from pipeline.models.topology import Sizes, resolve_topology, total_stride
 from pipeline.models.unet2d import UNetEncoder2d
 from pipeline.models.vnet3d import VNetEncoder3d
 
@@ -27,14 +28,15 @@ VARIANTS = ("undercomplete", "sparse", "denoising", "variational")
 class ReconstructionDecoder(nn.Module):
     """Transposed-convolution up-sampling, two conv-norm-ReLU layers per level, 1x1 conv to the image channels."""
 
-    def __init__(self, widths: tuple[int, ...], out_channels: int, spatial_dims: int, norm: str) -> None:
+    def __init__(self, widths: tuple[int, ...], out_channels: int, spatial_dims: int, norm: str, pools: Sizes | None = None):
         super().__init__()
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         up = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
         rev = tuple(reversed(widths))
+        rpools = tuple(reversed(resolve_topology(len(widths), spatial_dims, pools, None, 3)[0]))
         layers: list[nn.Module] = []
         for i in range(len(rev) - 1):
-            layers.append(up(rev[i], rev[i + 1], 2, stride=2))
+            layers.append(up(rev[i], rev[i + 1], rpools[i], stride=rpools[i]))
             for _ in range(2):
                 layers += [
                     conv(rev[i + 1], rev[i + 1], 3, padding=1),
@@ -86,8 +88,8 @@ class Autoencoder(nn.Module):
         self.noise, self.noise_level = noise, noise_level
         self.to_latent = conv(widths[-1], latent_channels * (2 if variant == "variational" else 1), 1)
         self.from_latent = conv(latent_channels, widths[-1], 1)
-        self.decoder = ReconstructionDecoder(widths, in_channels, spatial_dims, norm)
-        self.divisor = 2 ** (len(widths) - 1)
+        self.decoder = ReconstructionDecoder(widths, in_channels, spatial_dims, norm, encoder.pools)
+        self.divisor = total_stride(encoder.pools)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return ``reconstruction`` and ``z`` (plus ``mu`` and ``logvar`` for the VAE)."""
@@ -136,7 +138,7 @@ class Autoencoder(nn.Module):
         """
         if self.variant != "variational":
             raise ValueError("only the variational autoencoder has a prior to sample from")
-        latent_shape = tuple(s // self.divisor for s in spatial_shape)
+        latent_shape = tuple(s // d for s, d in zip(spatial_shape, self.divisor))
         device = next(self.parameters()).device
         z = torch.randn(count, self.latent_channels, *latent_shape, device=device)
         return self.decoder(self.from_latent(z))
@@ -151,5 +153,13 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
 def build_encoder(settings, in_channels: int) -> nn.Module:
     """The encoder a ``unet2d`` or ``vnet3d`` of the same settings would have (same class, same keys)."""
     if settings.encoder == "unet2d":
-        return UNetEncoder2d(in_channels, tuple(settings.widths), settings.norm)
-    return VNetEncoder3d(in_channels, tuple(settings.widths), tuple(settings.convs), settings.kernel_size, settings.norm)
+        return UNetEncoder2d(in_channels, tuple(settings.widths), settings.norm, settings.pools, settings.kernels)
+    return VNetEncoder3d(
+        in_channels,
+        tuple(settings.widths),
+        tuple(settings.convs),
+        settings.kernel_size,
+        settings.norm,
+        settings.pools,
+        settings.kernels,
+    )

@@ -57,14 +57,23 @@ def build_model(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
 def _unet2d(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
     from pipeline.models.unet2d import UNet2d
 
-    return UNet2d(in_channels, num_classes, tuple(settings.widths), settings.norm)
+    return UNet2d(in_channels, num_classes, tuple(settings.widths), settings.norm, settings.pools, settings.kernels)
 
 
 @register("vnet3d")
 def _vnet3d(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
     from pipeline.models.vnet3d import VNet3d
 
-    return VNet3d(in_channels, num_classes, tuple(settings.widths), tuple(settings.convs), settings.kernel_size, settings.norm)
+    return VNet3d(
+        in_channels,
+        num_classes,
+        tuple(settings.widths),
+        tuple(settings.convs),
+        settings.kernel_size,
+        settings.norm,
+        settings.pools,
+        settings.kernels,
+    )
 
 
 @register("autoencoder")

@@ -12,51 +12,65 @@ import torch
 from torch import nn
 
 from pipeline.models.layers import norm_layer
+from pipeline.models.topology import Sizes, resolve_topology, same_padding, total_stride
 
 
 class DoubleConv2d(nn.Sequential):
-    """Two 3x3 convolutions, each followed by normalisation and ReLU."""
+    """Two convolutions (3x3 in the paper), each followed by normalisation and ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm: str = "batch") -> None:
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "batch", kernel: tuple[int, int] = (3, 3)) -> None:
+        pad = same_padding(kernel)
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            nn.Conv2d(in_channels, out_channels, kernel, padding=pad, bias=norm == "none"),
             norm_layer(norm, out_channels, 2),
             nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            nn.Conv2d(out_channels, out_channels, kernel, padding=pad, bias=norm == "none"),
             norm_layer(norm, out_channels, 2),
             nn.ReLU(inplace=True),
         )
 
 
 class UNetEncoder2d(nn.Module):
-    """Contracting path: a double convolution per level, 2x2 max pooling between levels.
+    """Contracting path: a double convolution per level, max pooling between levels (2x2 in the paper; ``pools[i]``
+    leads into level ``i``).
 
     ``forward`` returns the feature map of every level, finest first (the last is the bottleneck).
     """
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...], norm: str = "batch") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        widths: tuple[int, ...],
+        norm: str = "batch",
+        pools: Sizes | None = None,
+        kernels: Sizes | None = None,
+    ) -> None:
         super().__init__()
         self.widths = tuple(widths)
+        self.pools, self.kernels = resolve_topology(len(widths), 2, pools, kernels, 3)
         chans = (in_channels, *widths)
-        self.levels = nn.ModuleList(DoubleConv2d(chans[i], chans[i + 1], norm) for i in range(len(widths)))
-        self.pool = nn.MaxPool2d(2)
+        self.levels = nn.ModuleList(DoubleConv2d(chans[i], chans[i + 1], norm, self.kernels[i]) for i in range(len(widths)))
+        self.pooling = [nn.MaxPool2d(p) for p in self.pools]  # parameter-free: not registered, state_dict keys unchanged
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
         for i, level in enumerate(self.levels):
-            x = level(x if i == 0 else self.pool(x))
+            x = level(x if i == 0 else self.pooling[i](x))
             features.append(x)
         return features
 
 
 class UNetDecoder2d(nn.Module):
-    """Expanding path: 2x2 transposed convolution, concatenation with the skip, double convolution."""
+    """Expanding path: transposed convolution (the encoder's pooling reversed), concatenation with the skip, double
+    convolution."""
 
-    def __init__(self, widths: tuple[int, ...], norm: str = "batch") -> None:
+    def __init__(self, widths: tuple[int, ...], norm: str = "batch", pools: Sizes | None = None, kernels: Sizes | None = None):
         super().__init__()
         rev = tuple(reversed(widths))
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(rev[i], rev[i + 1], 2, stride=2) for i in range(len(rev) - 1))
-        self.convs = nn.ModuleList(DoubleConv2d(2 * rev[i + 1], rev[i + 1], norm) for i in range(len(rev) - 1))
+        pools, kernels = resolve_topology(len(widths), 2, pools, kernels, 3)
+        rpools, rkernels = tuple(reversed(pools)), tuple(reversed(kernels))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(rev[i], rev[i + 1], rpools[i], stride=rpools[i]) for i in range(len(rev) - 1))
+        self.convs = nn.ModuleList(DoubleConv2d(2 * rev[i + 1], rev[i + 1], norm, rkernels[i + 1]) for i in range(len(rev) - 1))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
@@ -73,16 +87,24 @@ class UNet2d(nn.Module):
         num_classes: output channels (background included).
         widths: features per level, finest first; the input size must be divisible by 2**(len-1).
         norm: ``batch`` (paper-style U-Net with BN), ``instance`` or ``none``.
+        pools: per-level, per-axis pooling (``pools[0]`` all ones); default 2x2 everywhere.
+        kernels: per-level, per-axis convolution sizes; default 3x3 everywhere.
     """
 
     def __init__(
-        self, in_channels: int, num_classes: int, widths: tuple[int, ...] = (32, 64, 128, 256, 512), norm: str = "batch"
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: tuple[int, ...] = (32, 64, 128, 256, 512),
+        norm: str = "batch",
+        pools: Sizes | None = None,
+        kernels: Sizes | None = None,
     ):
         super().__init__()
-        self.encoder = UNetEncoder2d(in_channels, widths, norm)
-        self.decoder = UNetDecoder2d(widths, norm)
+        self.encoder = UNetEncoder2d(in_channels, widths, norm, pools, kernels)
+        self.decoder = UNetDecoder2d(widths, norm, self.encoder.pools, self.encoder.kernels)
         self.head = nn.Conv2d(widths[0], num_classes, 1)
-        self.divisor = 2 ** (len(widths) - 1)
+        self.divisor = total_stride(self.encoder.pools)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.decoder(self.encoder(x)))

@@ -14,14 +14,15 @@ import torch
 from torch import nn
 
 from pipeline.models.layers import norm_layer
+from pipeline.models.topology import Sizes, resolve_topology, same_padding, total_stride
 
 
 class ResidualStage3d(nn.Module):
     """``num_convs`` (conv -> norm -> PReLU) layers; the input is added before the last PReLU."""
 
-    def __init__(self, channels: int, num_convs: int, kernel_size: int, norm: str) -> None:
+    def __init__(self, channels: int, num_convs: int, kernel_size: tuple[int, int, int], norm: str) -> None:
         super().__init__()
-        pad = kernel_size // 2
+        pad = same_padding(kernel_size)
         self.convs = nn.ModuleList(
             nn.Conv3d(channels, channels, kernel_size, padding=pad, bias=norm == "none") for _ in range(num_convs)
         )
@@ -39,23 +40,37 @@ class ResidualStage3d(nn.Module):
 class VNetEncoder3d(nn.Module):
     """Input stage (conv to ``widths[0]`` + residual from the input) and down-sampling stages.
 
-    ``forward`` returns every stage's output, finest first (the last is the bottom stage).
+    Down-sampling into stage ``i`` is a convolution whose kernel and stride are ``pools[i]`` (2x2x2 in
+    the paper; 2x2x1 leaves a coarse axis alone). ``forward`` returns every stage's output, finest
+    first (the last is the bottom stage).
     """
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...], convs: tuple[int, ...], kernel_size: int, norm: str):
+    def __init__(
+        self,
+        in_channels: int,
+        widths: tuple[int, ...],
+        convs: tuple[int, ...],
+        kernel_size: int,
+        norm: str,
+        pools: Sizes | None = None,
+        kernels: Sizes | None = None,
+    ):
         super().__init__()
         self.widths = tuple(widths)
-        self.stem = nn.Conv3d(in_channels, widths[0], kernel_size, padding=kernel_size // 2)
+        self.pools, self.kernels = resolve_topology(len(widths), 3, pools, kernels, kernel_size)
+        self.stem = nn.Conv3d(in_channels, widths[0], self.kernels[0], padding=same_padding(self.kernels[0]))
         self.stem_skip = nn.Conv3d(in_channels, widths[0], 1, bias=False)
         self.stem_act = nn.PReLU(widths[0])
         self.downs = nn.ModuleList(
             nn.Sequential(
-                nn.Conv3d(widths[i], widths[i + 1], 2, stride=2), norm_layer(norm, widths[i + 1], 3), nn.PReLU(widths[i + 1])
+                nn.Conv3d(widths[i], widths[i + 1], self.pools[i + 1], stride=self.pools[i + 1]),
+                norm_layer(norm, widths[i + 1], 3),
+                nn.PReLU(widths[i + 1]),
             )
             for i in range(len(widths) - 1)
         )
         self.stages = nn.ModuleList(
-            ResidualStage3d(widths[i + 1], convs[i + 1], kernel_size, norm) for i in range(len(widths) - 1)
+            ResidualStage3d(widths[i + 1], convs[i + 1], self.kernels[i + 1], norm) for i in range(len(widths) - 1)
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -68,21 +83,23 @@ class VNetEncoder3d(nn.Module):
 
 
 class VNetDecoder3d(nn.Module):
-    """Up-sampling stages: transposed conv to half width, concatenation with the skip, residual stage."""
+    """Up-sampling stages: transposed conv to half width (the encoder's pooling reversed), concatenation with the
+    skip, residual stage with the kernel of that level."""
 
-    def __init__(self, widths: tuple[int, ...], convs: tuple[int, ...], kernel_size: int, norm: str) -> None:
+    def __init__(self, widths: tuple[int, ...], convs: tuple[int, ...], pools: Sizes, kernels: Sizes, norm: str) -> None:
         super().__init__()
         rev, rconvs = tuple(reversed(widths)), tuple(reversed(convs))
+        rpools, rkernels = tuple(reversed(pools)), tuple(reversed(kernels))
         self.ups = nn.ModuleList(
             nn.Sequential(
-                nn.ConvTranspose3d(rev[i] if i == 0 else 2 * rev[i], rev[i + 1], 2, stride=2),
+                nn.ConvTranspose3d(rev[i] if i == 0 else 2 * rev[i], rev[i + 1], rpools[i], stride=rpools[i]),
                 norm_layer(norm, rev[i + 1], 3),
                 nn.PReLU(rev[i + 1]),
             )
             for i in range(len(rev) - 1)
         )
         self.stages = nn.ModuleList(
-            ResidualStage3d(2 * rev[i + 1], rconvs[i + 1], kernel_size, norm) for i in range(len(rev) - 1)
+            ResidualStage3d(2 * rev[i + 1], rconvs[i + 1], rkernels[i + 1], norm) for i in range(len(rev) - 1)
         )
         self.out_channels = 2 * widths[0]
 
@@ -103,6 +120,8 @@ class VNet3d(nn.Module):
         convs: convolutions per stage, same length as ``widths`` (paper: 1, 2, 3, 3, 3).
         kernel_size: convolution size inside the stages (paper: 5).
         norm: ``batch``, ``instance`` or ``none``.
+        pools: per-stage, per-axis strides (``pools[0]`` all ones); default 2 on every axis.
+        kernels: per-stage, per-axis convolution sizes; default ``kernel_size`` everywhere.
     """
 
     def __init__(
@@ -113,14 +132,16 @@ class VNet3d(nn.Module):
         convs: tuple[int, ...] = (1, 2, 3, 3, 3),
         kernel_size: int = 5,
         norm: str = "batch",
+        pools: Sizes | None = None,
+        kernels: Sizes | None = None,
     ) -> None:
         super().__init__()
         if len(convs) != len(widths):
             raise ValueError(f"convs {list(convs)} must have one entry per width {list(widths)}")
-        self.encoder = VNetEncoder3d(in_channels, widths, convs, kernel_size, norm)
-        self.decoder = VNetDecoder3d(widths, convs, kernel_size, norm)
+        self.encoder = VNetEncoder3d(in_channels, widths, convs, kernel_size, norm, pools, kernels)
+        self.decoder = VNetDecoder3d(widths, convs, self.encoder.pools, self.encoder.kernels, norm)
         self.head = nn.Conv3d(self.decoder.out_channels, num_classes, 1)
-        self.divisor = 2 ** (len(widths) - 1)
+        self.divisor = total_stride(self.encoder.pools)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.decoder(self.encoder(x)))

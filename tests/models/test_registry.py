@@ -8,6 +8,7 @@ import torch
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.models import available_models, build_model
+from pipeline.models.unet2d import UNet2d
 from pipeline.models.vnet3d import VNet3d
 from tests.conftest import REPO_ROOT
 
@@ -45,13 +46,30 @@ def test_shipped_configs_build_the_networks_they_name():
         assert sum(p.numel() for p in model.parameters()) > 10_000
 
 
-def test_gpu_overlays_select_the_paper_width_vnet_and_a_wider_unet():
+def test_gpu_overlay_selects_a_gpu_profile_and_leaves_the_networks_to_the_plan():
     base = REPO_ROOT / "configs"
     vnet = load_config([base / "params.yaml", base / "gpu.yaml", base / "vnet3d.yaml", base / "gpu_vnet3d.yaml"])
-    assert vnet.model.widths == (16, 32, 64, 128, 256) and vnet.model.convs == (1, 2, 3, 3, 3) and vnet.model.kernel_size == 5
-    assert vnet.train.patch_size == (128, 128, 128) and vnet.preprocess.spacing_mm == (1.5, 1.5, 1.5)
-    unet = load_config([base / "params.yaml", base / "unet2d.yaml", base / "gpu_unet2d.yaml"])
-    assert unet.model.widths[-1] == 512 and unet.model.context_slices == 2
+    assert vnet.plan.profile == "gpu24" and vnet.plan.configuration == "3d"
+    assert not {"widths", "pools", "kernels"} & vnet.model.model_fields_set and "patch_size" not in vnet.train.model_fields_set
+    assert vnet.train.amp == "auto"
+
+
+@pytest.mark.parametrize("network", ["unet2d", "vnet3d"])
+def test_planned_per_axis_pooling_and_kernels_keep_the_input_shape(network):
+    """A coarse axis pooled late (stride 1 first) and a 1-wide kernel along it, as the planner decides."""
+    if network == "vnet3d":
+        pools, kernels = ((1, 1, 1), (2, 2, 1), (2, 2, 2)), ((3, 3, 1), (3, 3, 3), (3, 3, 3))
+        model, shape = VNet3d(1, 3, (4, 8, 16), (1, 1, 1), 3, "instance", pools, kernels), (16, 16, 4)
+    else:
+        pools, kernels = ((1, 1), (2, 1), (2, 2)), ((3, 1), (3, 3), (3, 3))
+        model, shape = UNet2d(1, 3, (4, 8, 16), "batch", pools, kernels), (16, 8)
+    out = model(torch.randn(2, 1, *shape))
+    assert out.shape == (2, 3, *shape)
+    assert model.divisor == ((4, 4, 2) if network == "vnet3d" else (4, 2))
+    first = next(m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    assert first.kernel_size == kernels[0]
+    downs = [m.stride for m in model.modules() if isinstance(m, torch.nn.Conv3d) and m.stride != (1, 1, 1)]
+    assert network == "unet2d" or downs == [(2, 2, 1), (2, 2, 2)]
 
 
 def test_vnet_widths_are_configurable_and_paper_widths_are_much_larger():
