@@ -56,11 +56,13 @@ def _load(config: list[Path] | None, overrides: list[str] | None) -> PipelineCon
 @app.command()
 @stage
 def synth(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
-    """Generate the phantom CT dataset (MSD layout + unlabeled scans) into synth.out_dir."""
+    """Generate the phantom dataset (CT abdomen, or MR brain with synth.modality=MR) into synth.out_dir."""
+    from pipeline.data.mr_phantom import generate_mr_dataset
     from pipeline.data.phantom import generate_phantom_dataset
 
     cfg = _load(config, overrides)
-    path = generate_phantom_dataset(cfg.synth, cfg.base.num_workers)
+    generate = generate_mr_dataset if cfg.synth.modality == "MR" else generate_phantom_dataset
+    path = generate(cfg.synth, cfg.base.num_workers)
     typer.echo(f"wrote {path}")
 
 
@@ -109,6 +111,18 @@ def verify(
     )
     if report.errors:
         raise typer.Exit(1)
+
+
+@app.command()
+@stage
+def plan(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
+    """Fingerprint data.root and plan spacing, normalisation, patch, batch, topology and steps into plan.file."""
+    from pipeline.planning.run import describe_plans, plan_dataset
+
+    cfg = _load(config, overrides)
+    plans = plan_dataset(cfg)
+    typer.echo(describe_plans(plans))
+    typer.echo(f"wrote {cfg.plan.file}")
 
 
 @app.command()
@@ -164,6 +178,27 @@ def pretrain(
             f"{metrics['train_minutes']} min; val reconstruction MSE {metrics['val_reconstruction_mse']:.4f}"
         )
         typer.echo(f"wrote {Path(cfg.train.out_dir) / 'encoder.pt'}")
+
+
+@app.command()
+@stage
+def crossval(
+    models: Annotated[list[Path], typer.Argument(help="configuration folders holding fold_<k>/ models")],
+    config: ConfigOption = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override section.key=value")] = None,  # noqa: UP045
+) -> None:
+    """Score out-of-fold predictions of each configuration and their ensembles; write crossval.decisions."""
+    from pipeline.crossval.run import crossvalidate
+
+    cfg = _load(config, overrides)
+    decisions = crossvalidate(cfg, tuple(models))
+    for name, scores in decisions.scores.items():
+        typer.echo(f"  {name:28s} out-of-fold Dice {scores['dice_mean']:.4f}")
+    typer.echo(
+        f"chose {'+'.join(decisions.configurations)} with postprocessing {decisions.postprocessing} "
+        f"({decisions.cases} out-of-fold case(s), folds {list(decisions.folds)}); wrote {cfg.crossval.decisions}"
+    )
+
 
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="replace outputs that already exist (refused otherwise)")]
 
@@ -227,7 +262,9 @@ def predict(
     if naming not in ("anonymous", "source"):
         raise ConfigError(f"--naming must be anonymous or source, got {naming!r}")
     cfg = _load(config, [*(overrides or []), *([f"infer.models={[str(m) for m in model]}"] if model else [])])
-    written = predict_path(input_path, output_dir, cfg.infer, cfg.export.formats, naming, series_uid, overwrite)
+    written = predict_path(
+        input_path, output_dir, cfg.infer, cfg.export.formats, naming, series_uid, overwrite, cfg.crossval.decisions
+    )
     for source, files in written.items():
         typer.echo(f"{source} -> {Path(files[0]).parent}")
     typer.echo(f"segmented {len(written)} scan(s) into {output_dir}")

@@ -89,22 +89,37 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
 
 
-@pytest.fixture(scope="session")
-def tiny_preprocessed(tiny_phantom, tmp_path_factory) -> Path:
-    """``tiny_phantom`` preprocessed at 8 x 8 x 10 mm (about 40 x 30 x 22 voxels per case). Read-only."""
+def data_config(root: Path, out: Path, profile: str = "cpu", **preprocess):
+    """Config of the plan and preprocess stages for ``root``, writing under ``out`` (the plan beside it, in ``<out>_plan``:
+    preprocess owns ``out`` and removes what it did not write)."""
     from pipeline.config import PipelineConfig
-    from pipeline.preprocess.run import preprocess_dataset
 
-    out = tmp_path_factory.mktemp("preprocessed")
-    cfg = PipelineConfig.model_validate(
+    return PipelineConfig.model_validate(
         {
             "base": {"num_workers": 0},
-            "data": {"root": str(tiny_phantom)},
-            "preprocess": {"out_dir": str(out), "spacing_mm": [8.0, 8.0, 10.0]},
+            "data": {"root": str(root)},
+            "plan": {"file": str(out.with_name(out.name + "_plan") / "plans.json"), "profile": profile},
+            "crossval": {"split_file": str(out.with_name(out.name + "_plan") / "splits.json")},
+            "preprocess": {"out_dir": str(out), **preprocess},
         }
     )
-    preprocess_dataset(cfg)
-    return out
+
+
+def plan_and_preprocess(cfg) -> Path:
+    """Run the plan and preprocess stages; return the full-resolution folder (what training reads)."""
+    from pipeline.planning.run import plan_dataset
+    from pipeline.preprocess.run import preprocess_dataset
+
+    plan_dataset(cfg)
+    return preprocess_dataset(cfg).parent
+
+
+@pytest.fixture(scope="session")
+def tiny_preprocessed(tiny_phantom, tmp_path_factory) -> Path:
+    """``tiny_phantom`` planned and preprocessed at 8 x 8 x 10 mm (about 40 x 30 x 22 voxels per case): the
+    full-resolution folder. Read-only."""
+    out = tmp_path_factory.mktemp("preprocessed")
+    return plan_and_preprocess(data_config(tiny_phantom, out, spacing_mm=[8.0, 8.0, 10.0]))
 
 
 TINY_MODELS = {

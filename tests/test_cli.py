@@ -29,13 +29,16 @@ def test_synth_verify_preprocess_through_the_cli(tmp_path):
     assert runner.invoke(app, ["synth", *overrides]).exit_code == 0
     result = runner.invoke(app, ["verify", str(out), f"verify.report={tmp_path / 'v.json'}", "base.num_workers=0"])
     assert result.exit_code == 0, result.output
-    pre = tmp_path / "pre"
-    result = runner.invoke(
-        app,
-        ["preprocess", f"data.root={out}", f"preprocess.out_dir={pre}", "preprocess.spacing_mm=[8,8,10]", "base.num_workers=0"],
-    )
+    pre, plans = tmp_path / "pre", tmp_path / "plan" / "plans.json"
+    common = [f"data.root={out}", f"plan.file={plans}", f"preprocess.out_dir={pre}", "base.num_workers=0"]
+    common.append(f"crossval.split_file={tmp_path / 'plan' / 'splits.json'}")
+    result = runner.invoke(app, ["plan", *common, "preprocess.spacing_mm=[8,8,10]"])
     assert result.exit_code == 0, result.output
-    assert len(json.loads((pre / "dataset.json").read_text())["cases"]) == 4
+    assert "overrides: {'preprocess.spacing_mm': '[8.0, 8.0, 10.0]'}" in result.output and "3d_fullres" in result.output
+    result = runner.invoke(app, ["preprocess", *common])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((pre / "fullres" / "dataset.json").read_text())["cases"]) == 4
+    assert json.loads((pre / "fullres" / "dataset.json").read_text())["target_spacing"] == [8.0, 8.0, 10.0]
 
 
 def test_unknown_override_key_exits_2_with_key_named():
@@ -45,7 +48,7 @@ def test_unknown_override_key_exits_2_with_key_named():
 
 
 def test_missing_dataset_exits_1_naming_the_folder(tmp_path):
-    result = runner.invoke(app, ["preprocess", f"data.root={tmp_path / 'nowhere'}"])
+    result = runner.invoke(app, ["plan", f"data.root={tmp_path / 'nowhere'}", f"plan.file={tmp_path / 'plans.json'}"])
     assert result.exit_code == 1
     assert str(tmp_path / "nowhere") in result.output
 
@@ -53,15 +56,16 @@ def test_missing_dataset_exits_1_naming_the_folder(tmp_path):
 def test_python_dash_m_entry_point_lists_stages():
     result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
-    for stage in ("synth", "verify", "preprocess"):
+    for stage in ("synth", "verify", "plan", "preprocess"):
         assert stage in result.stdout
 
 
-def test_train_without_preprocessed_data_exits_1_naming_the_manifest(tmp_path):
-    result = runner.invoke(
-        app,
-        ["train", "-c", "configs/unet2d.yaml", f"preprocess.out_dir={tmp_path}", "tracking.enabled=false", "train.device=cpu"],
-    )
+def test_train_without_a_plan_or_preprocessed_data_exits_1_naming_the_file(tmp_path):
+    args = ["train", "-c", "configs/unet2d.yaml", f"preprocess.out_dir={tmp_path}", "tracking.enabled=false"]
+    result = runner.invoke(app, [*args, f"plan.file={tmp_path / 'plans.json'}"])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'plans.json'}" in result.output and "segpipe plan" in result.output
+    result = runner.invoke(app, [*args, "plan.configuration=null", "train.patch_size=[32,32]", "model.widths=[4,8]"])
     assert result.exit_code == 1
     assert f"{tmp_path / 'dataset.json'}" in result.output and "segpipe preprocess" in result.output
 
@@ -69,7 +73,7 @@ def test_train_without_preprocessed_data_exits_1_naming_the_manifest(tmp_path):
 def test_train_with_a_patch_the_network_cannot_take_exits_2():
     result = runner.invoke(app, ["train", "-c", "configs/vnet3d.yaml", "train.patch_size=[60,64,64]"])
     assert result.exit_code == 2
-    assert "train.patch_size [60, 64, 64] must be divisible by 8" in result.output
+    assert "train.patch_size [60, 64, 64] must be divisible by [16, 16, 16]" in result.output
 
 
 def test_pretrain_and_train_refuse_each_others_models():

@@ -13,10 +13,10 @@ from tests.conftest import REPO_ROOT
 
 def test_repository_params_file_validates_and_matches_defaults():
     cfg = load_config([REPO_ROOT / "configs" / "params.yaml"])
-    assert cfg.preprocess.spacing_mm == (2.8, 2.8, 3.0)
+    assert cfg.preprocess.spacing_mm is None and cfg.plan.profile == "cpu"  # the plan decides the spacing
     assert cfg.synth.n_labeled == 12 and cfg.data.root == Path("data/phantom")
     gpu = load_config([REPO_ROOT / "configs" / "params.yaml", REPO_ROOT / "configs" / "gpu.yaml"])
-    assert gpu.preprocess.spacing_mm == (1.5, 1.5, 1.5) and gpu.synth.n_labeled == 12
+    assert gpu.plan.profile == "gpu24" and gpu.preprocess.spacing_mm is None and gpu.synth.n_labeled == 12
 
 
 def test_overrides_parse_yaml_values_and_win_last(tmp_path):

@@ -19,8 +19,10 @@ from pydantic import ValidationError, model_validator
 from pipeline.config.base import Section
 from pipeline.config.data import (
     BaseSettings,
+    CrossvalSettings,
     DataSettings,
     NaturalSettings,
+    PlanSettings,
     PreprocessSettings,
     ScenesSettings,
     SynthSettings,
@@ -53,9 +55,11 @@ from pipeline.errors import ConfigError
 from pipeline.io_utils import text_digest
 
 __all__ = [
-    "DEFAULT_CONFIG", "AugmentSettings", "AutoencoderSettings", "BaseSettings", "DataSettings", "DeconvNetSettings",
+    "DEFAULT_CONFIG", "AugmentSettings",
+    "CrossvalSettings", "AutoencoderSettings", "BaseSettings", "DataSettings", "DeconvNetSettings",
     "DeepLabSettings", "EvaluateSettings", "ExportFormat", "ExportSettings", "FCNSettings", "InferSettings", "LossSettings",
-    "ModelSettings", "NaturalSettings", "PSPNetSettings", "PipelineConfig", "PreprocessSettings", "ScenesSettings", "Section",
+    "ModelSettings", "NaturalSettings", "PSPNetSettings", "PipelineConfig", "PlanSettings",
+    "PreprocessSettings", "ScenesSettings", "Section",
     "SegNetSettings", "SETRSettings", "SwinSettings", "SynthSettings", "TrackingSettings", "TrainSettings", "UNet2dSettings",
     "VNet3dSettings", "VerifySettings", "load_config", "parse_override", "with_base_config",
 ]  # fmt: skip
@@ -72,6 +76,8 @@ class PipelineConfig(Section):
     scenes: ScenesSettings = ScenesSettings()
     natural: NaturalSettings = NaturalSettings()
     verify: VerifySettings = VerifySettings()
+    plan: PlanSettings = PlanSettings()
+    crossval: CrossvalSettings = CrossvalSettings()
     preprocess: PreprocessSettings = PreprocessSettings()
     model: ModelSettings = UNet2dSettings()
     loss: LossSettings = LossSettings()
@@ -85,11 +91,15 @@ class PipelineConfig(Section):
     @model_validator(mode="after")
     def _check_patch(self) -> PipelineConfig:
         dims, patch = self.model.spatial_dims, self.train.patch_size
+        if self.plan.configuration and "patch_size" not in self.train.model_fields_set:
+            return self  # the plan fills patch and topology in (pipeline.planning.resolve), then this check runs
         if len(patch) != dims:
             raise ValueError(f"train.patch_size {list(patch)} must have {dims} entries for model '{self.model.name}'")
         divisor = getattr(self.model, "divisor", None) or 2 ** (len(self.model.widths) - 1)
-        if any(p % divisor for p in patch):
-            raise ValueError(f"train.patch_size {list(patch)} must be divisible by {divisor} for model '{self.model.name}'")
+        divisors = divisor if isinstance(divisor, tuple) else (divisor,) * dims
+        if any(p % d for p, d in zip(patch, divisors)):
+            model = self.model.name
+            raise ValueError(f"train.patch_size {list(patch)} must be divisible by {list(divisors)} for model '{model}'")
         if isinstance(self.model, SETRSettings) and tuple(patch) != tuple(self.model.image_size):
             raise ValueError(f"train.patch_size {list(patch)} must equal model.image_size {list(self.model.image_size)} for SETR")
         return self

@@ -24,8 +24,9 @@ class DataSettings(Section):
 
 
 class SynthSettings(Section):
-    """Phantom CT generator (the embedded default dataset)."""
+    """Phantom generator: abdominal CT (the embedded default dataset) or brain MR (``modality: MR``, 1 mm voxels)."""
 
+    modality: Literal["CT", "MR"] = "CT"
     out_dir: Path = Path("data/phantom")
     seed: int = 1234
     n_labeled: int = Field(12, ge=0)
@@ -78,12 +79,43 @@ class VerifySettings(Section):
     allow_singleton_4d: bool = True
 
 
+class PlanSettings(Section):
+    """The ``plan`` stage (fingerprint -> plans.json) and which planned configuration a training stage uses."""
+
+    file: Path = Field(Path("reports/plan/plans.json"), description="written by `segpipe plan`, read by every later stage")
+    profile: Literal["cpu", "gpu24", "gpu80", "tiny"] = Field(
+        "cpu", description="hardware profile: memory budget and steps (tiny: smoke tests)"
+    )
+    configuration: Literal["2d", "3d", "3d_fullres", "3d_lowres"] | None = Field(
+        None, description="training stages: the planned configuration (3d = the profile's choice); null = no plan"
+    )
+    context_slices: int = Field(1, ge=0, description="2.5D input of the 2D configuration: neighbouring slices each side")
+
+
+class CrossvalSettings(Section):
+    """Cross-validation: k seeded folds over the labelled training cases; which folds the training stages run."""
+
+    folds: int = Field(5, ge=2)
+    train_folds: tuple[int, ...] = Field((0,), min_length=1, description="folds trained by `dvc repro` (DVC foreach)")
+    seed: int = 12345
+    split_file: Path = Field(Path("reports/crossval/splits.json"), description="written by `segpipe plan`")
+    custom_split: Path | None = Field(None, description="your own split file ([{train: [...], val: [...]}, ...]), checked")
+    decisions: Path = Field(Path("reports/crossval/decisions.json"), description="written by `segpipe crossval`")
+
+    @model_validator(mode="after")
+    def _check(self) -> CrossvalSettings:
+        bad = [k for k in self.train_folds if not 0 <= k < self.folds]
+        if bad:
+            raise ValueError(f"train_folds {bad} are not among folds 0..{self.folds - 1}")
+        return self
+
+
 class PreprocessSettings(Section):
     """Orientation, spacing, intensity normalisation and cropping."""
 
     out_dir: Path = Path("data/preprocessed")
     spacing_mm: tuple[float, float, float] | None = Field(
-        (2.8, 2.8, 3.0), description="target (x, y, z) spacing in RAS; null = the dataset's median spacing"
+        None, description="target (x, y, z) spacing in RAS; null = planned (`segpipe plan`); a value overrides the plan"
     )
     ct_normalisation: Literal["percentile", "window"] = "percentile"
     ct_percentiles: tuple[float, float] = (0.5, 99.5)

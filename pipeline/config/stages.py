@@ -51,9 +51,14 @@ class TrainSettings(Section):
     batch_size: int = Field(8, ge=1)
     iterations_per_epoch: int = Field(50, ge=1)
     max_epochs: int = Field(20, ge=1)
-    max_time_minutes: float = Field(5.0, gt=0, description="wall-clock budget; training stops after the epoch that crosses it")
+    max_time_minutes: float = Field(
+        60.0, gt=0, description="guard: a run still short of its steps after this long fails (resume to continue)"
+    )
     val_every: int = Field(2, ge=1)
-    val_cases: int = Field(2, ge=1, description="training cases held out for validation")
+    val_cases: int = Field(2, ge=1, description="training cases held out for validation (when train.fold is null)")
+    fold: int | None = Field(
+        None, ge=0, description="cross-validation fold: validate on its cases, train on the rest; outputs in .../fold_<k>"
+    )
     val_overlap: float = Field(0.25, ge=0, lt=1)
     labelled_cases: int | None = Field(
         None, ge=1, description="train on only this many labelled cases (seeded choice; label-efficiency experiments)"
@@ -102,8 +107,8 @@ ExportFormat = Literal["nifti", "seg_nrrd", "slicer_colors", "itksnap", "dicom_s
 class InferSettings(Section):
     """Sliding-window inference back to each scan's original geometry (``segpipe infer`` / ``segpipe predict``)."""
 
-    models: tuple[Path, ...] = Field(
-        (Path("models/unet2d"), Path("models/vnet3d")), min_length=1, description="model folders; several = ensemble"
+    models: Literal["auto"] | tuple[Path, ...] = Field(
+        "auto", description="auto: what cross-validation chose (crossval.decisions); or model folders (several = ensemble)"
     )
     out_dir: Path = Path("predictions")
     overlap: float = Field(0.5, ge=0, lt=1)
@@ -112,8 +117,10 @@ class InferSettings(Section):
     stitch_device: Device = Field("auto", description="where windows are blended; cpu keeps a large scan off the GPU")
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     mirror_axes: tuple[int, ...] = Field((), description="test-time mirroring over these axes (0=x, 1=y, 2=z), averaged")
-    largest_component: tuple[str, ...] = Field(
-        ("liver", "spleen"), description="organs reduced to their largest connected component (not paired organs)"
+    largest_component: Literal["auto"] | tuple[str, ...] = Field(  # auto: cross-validation's decision, else the cards'
+        "auto",
+        description="auto: where every model's card found it helps on held-out cases; or class names reduced to their "
+        "largest connected component",
     )
 
     @field_validator("mirror_axes")

@@ -8,31 +8,39 @@ import numpy as np
 
 from pipeline.data.layout import Case, Dataset
 from pipeline.errors import DatasetError, InvalidInputError, Problem
-from pipeline.preprocess.geometry import ras_spacing
-from pipeline.preprocess.intensity import IntensityStats
+from pipeline.preprocess.geometry import crop_box, ras_spacing, reorient_to_ras
+from pipeline.preprocess.intensity import IntensityStats, foreground_mask
 from pipeline.preprocess.reading import read_case
 
 
-def case_fingerprint(case: Case, declared: set[int], samples: int, seed: int, body_threshold: float) -> dict:
-    """Read one case; return its RAS spacing, shape, class voxel counts and sampled foreground intensities.
+def case_fingerprint(
+    case: Case, declared: set[int], samples: int, seed: int, body_threshold: float, is_ct: bool = True, margin_mm: float = 0.0
+) -> dict:
+    """Read one case; return its RAS spacing, shape, shape after cropping to the body, class voxel counts and sampled
+    foreground intensities.
 
-    Cases without a label contribute body voxels (above ``body_threshold``) instead.
+    Cases without a label contribute body voxels (:func:`foreground_mask`) instead.
 
     Raises:
         InvalidInputError: as :func:`pipeline.preprocess.reading.read_case`.
     """
     image, affine, label = read_case(case, declared)
+    body = foreground_mask(image, is_ct, body_threshold)
+    ras_body = reorient_to_ras(body | (label > 0) if label is not None else body, affine)[0]
+    spacing = ras_spacing(affine)
+    start, stop = crop_box(ras_body, spacing, margin_mm)
     result = {
         "case_id": case.case_id,
-        "spacing": list(ras_spacing(affine)),
-        "shape": list(image.shape[1:]),
+        "spacing": list(spacing),
+        "shape": list(reorient_to_ras(body, affine)[0].shape),
+        "shape_after_crop": [int(b - a) for a, b in zip(start, stop)],
     }
     values = image[0]
     if label is not None:
         result["class_voxels"] = np.bincount(label.ravel(), minlength=max(declared) + 1).tolist()
         foreground = values[label > 0]
     else:
-        foreground = values[values > body_threshold]
+        foreground = values[body]
     if foreground.size == 0:
         foreground = values.ravel()
     rng = np.random.default_rng(seed)
@@ -41,7 +49,7 @@ def case_fingerprint(case: Case, declared: set[int], samples: int, seed: int, bo
 
 
 def compute_fingerprint(
-    dataset: Dataset, percentiles, samples: int, seed: int, body_threshold: float, num_workers: int
+    dataset: Dataset, percentiles, samples: int, seed: int, body_threshold: float, num_workers: int, margin_mm: float = 0.0
 ) -> tuple[dict, list[Problem]]:
     """Fingerprint the training cases of ``dataset`` (or every case if none is labelled).
 
@@ -54,7 +62,7 @@ def compute_fingerprint(
     """
     cases = dataset.split("train") or list(dataset.cases)
     declared = set(dataset.labels.values)
-    jobs = [(c, declared, samples, seed + i, body_threshold) for i, c in enumerate(cases)]
+    jobs = [(c, declared, samples, seed + i, body_threshold, dataset.is_ct, margin_mm) for i, c in enumerate(cases)]
     if num_workers > 0 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=num_workers) as pool:
             outcomes = list(pool.map(_run, jobs))

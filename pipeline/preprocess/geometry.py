@@ -124,6 +124,11 @@ def bounding_box(mask: np.ndarray, margin: np.ndarray) -> tuple[tuple[int, ...],
     return tuple(start), tuple(stop)
 
 
+def crop_box(mask: np.ndarray, spacing, margin_mm: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The crop every path uses: the bounding box of ``mask`` grown by ``margin_mm`` (rounded up to whole voxels)."""
+    return bounding_box(mask, np.ceil(margin_mm / np.asarray(spacing)).astype(int))
+
+
 def resampled_shape(shape: tuple[int, ...], source_spacing, target_spacing) -> tuple[int, int, int]:
     """Number of voxels covering the same field of view at the target spacing (at least 1)."""
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, source_spacing, target_spacing))

@@ -1,4 +1,12 @@
-"""Intensity normalisation: CT by dataset foreground statistics (nnU-Net style) or a fixed HU window; MR by per-case z-score."""
+"""Intensity normalisation and the foreground mask (one rule for cropping, fingerprinting and normalising).
+
+CT: by dataset foreground statistics (nnU-Net style) or a fixed HU window. Every other modality
+(MR, PET, ...): per-scan z-score with the mean and standard deviation *inside the foreground*, found
+by :func:`foreground_threshold`. Magnitude MR has non-zero (Rician) background noise, so "non-zero" is not
+"foreground": a z-score over non-zero voxels gives the same tissue a different value depending on
+how much of the field of view the anatomy fills. A threshold above the noise peak separates the noise
+floor from the tissue and does not depend on that fraction.
+"""
 
 from __future__ import annotations
 
@@ -48,11 +56,76 @@ def normalise_ct(volume: np.ndarray, stats: IntensityStats | None, settings: Pre
     return (clipped - np.float32(stats.mean)) / np.float32(max(stats.std, MIN_STD))
 
 
-def normalise_mr(volume: np.ndarray) -> np.ndarray:
-    """Z-score an MR volume over its non-zero voxels (zeros stay zero); constant volumes map to zero.
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the value that maximises the between-class variance of a ``bins``-bin histogram."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return low
+    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(counts)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(counts * centres)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(edges[1 + int(np.argmax(between[:-1]))])
 
-    Uses MONAI's ``NormalizeIntensity(nonzero=True)``, which guards against a zero std.
+
+NOISE_PEAK_RANGE = 0.2  # a background peak lies in the lowest 20 % of the intensity range
+NOISE_WIDTHS = 4.0  # threshold = peak + 4 upper half-widths: ~5.7 sigma of Rayleigh noise, ~4.7 sigma of Gaussian
+
+
+def foreground_threshold(volume: np.ndarray, bins: int = 1024) -> float:
+    """The intensity above which a non-CT scan holds anatomy.
+
+    Background in magnitude MR is Rician noise: the tallest peak of the histogram, at the low end. The
+    threshold sits ``NOISE_WIDTHS`` upper half-widths at half-maximum above that peak, which keeps
+    false positives near 1e-6 of the background whatever share of the field of view the anatomy fills,
+    and equals "non-zero" for a zero background. Without such a peak (the anatomy fills the view), it
+    falls back to Otsu's threshold. Otsu alone is not used because with two tissues it splits them,
+    not tissue from background.
     """
-    from monai.transforms import NormalizeIntensity
+    values = np.asarray(volume, dtype=np.float64).ravel()
+    low, high = float(values.min()), float(np.percentile(values, 99.9))
+    if high <= low:
+        return low
+    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    peak = int(np.argmax(counts))
+    if peak > NOISE_PEAK_RANGE * bins:
+        return otsu_threshold(values)
+    above = np.nonzero(counts[peak:] < counts[peak] / 2)[0]
+    half_width = (above[0] if above.size else 1) * (edges[1] - edges[0])
+    return float(edges[peak] + NOISE_WIDTHS * half_width)
 
-    return np.asarray(NormalizeIntensity(nonzero=True, dtype=np.float32)(volume.astype(np.float32, copy=False)))
+
+def foreground_mask(image: np.ndarray, is_ct: bool, body_threshold_hu: float) -> np.ndarray:
+    """The voxels that hold anatomy, (x, y, z) from a (C, x, y, z) image.
+
+    CT: the first channel above ``body_threshold_hu``. Other modalities: any channel above its
+    :func:`foreground_threshold`.
+    """
+    if is_ct:
+        return image[0] > body_threshold_hu
+    return np.any([channel > foreground_threshold(channel) for channel in image], axis=0)
+
+
+def normalise_zscore(volume: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Z-score ``volume`` with the mean and standard deviation of the voxels in ``mask`` (all voxels when ``None``);
+    voxels outside the mask become 0 (as nnU-Net does), so background noise does not reach the network.
+
+    A constant foreground never divides by zero (row V7): the standard deviation is floored at ``MIN_STD``.
+    """
+    volume = volume.astype(np.float32, copy=False)
+    inside = volume[mask] if mask is not None and mask.any() else volume.ravel()
+    mean, std = float(inside.mean(dtype=np.float64)), float(inside.std(dtype=np.float64))
+    out = (volume - np.float32(mean)) / np.float32(max(std, MIN_STD))
+    if mask is not None and mask.any():
+        out[~mask] = 0
+    return out
+
+
+def normalise_mr(volume: np.ndarray) -> np.ndarray:
+    """Z-score one MR (or other non-CT) channel inside its foreground (:func:`foreground_threshold`)."""
+    return normalise_zscore(volume, volume > foreground_threshold(volume))

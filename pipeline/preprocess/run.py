@@ -1,6 +1,8 @@
-"""The ``preprocess`` stage: fingerprint, then per case reorient -> crop -> normalise -> resample -> save.
+"""The ``preprocess`` stage: per case reorient -> crop -> normalise -> resample -> save, on every planned grid.
 
-Outputs under ``preprocess.out_dir``:
+The plan (``segpipe plan``) fixes the target spacing of each grid and the normalisation. Outputs under
+``preprocess.out_dir/<data identifier>/`` (``fullres``, shared by ``2d`` and ``3d_fullres``; ``lowres``
+when ``3d_lowres`` is planned):
 * ``cases/<case_id>/image.npy`` float32 (C, x, y, z), uncompressed so training can memory-map it;
 * ``cases/<case_id>/label.npy`` uint8 (x, y, z) for labelled cases;
 * ``cases/<case_id>/record.json``: geometry record (inverts everything), source digests, config digest;
@@ -23,17 +25,17 @@ from pipeline.config import PipelineConfig, PreprocessSettings
 from pipeline.data.layout import Case, Dataset, load_dataset
 from pipeline.errors import DatasetError, InvalidInputError, Problem
 from pipeline.io_utils import file_digest, save_npy_atomic, text_digest, write_json_atomic
-from pipeline.preprocess.fingerprint import compute_fingerprint
+from pipeline.planning.plans import Plans, read_plans
 from pipeline.preprocess.geometry import (
     CaseGeometryRecord,
-    bounding_box,
+    crop_box,
     crop_resampled_affine,
     ras_spacing,
     reorient_to_ras,
     resample_volume,
     resampled_shape,
 )
-from pipeline.preprocess.intensity import IntensityStats, normalise_ct, normalise_mr
+from pipeline.preprocess.intensity import IntensityStats, foreground_mask, normalise_ct, normalise_mr
 from pipeline.preprocess.reading import read_case
 
 
@@ -52,41 +54,48 @@ class Plan:
 
 
 def preprocess_dataset(cfg: PipelineConfig) -> Path:
-    """Run the preprocess stage for ``cfg.data.root``.
+    """Run the preprocess stage for ``cfg.data.root`` on every grid of the plan (``cfg.plan.file``).
 
     Returns:
-        Path of the written manifest (``<out_dir>/dataset.json``).
+        Path of the full-resolution manifest (``<out_dir>/fullres/dataset.json``).
 
     Raises:
+        InvalidInputError: no plan (run `segpipe plan`).
         DatasetError: missing files or any case that cannot be preprocessed (all listed).
     """
     settings = cfg.preprocess
+    plans = read_plans(cfg.plan.file)
     dataset = load_dataset(cfg.data.root)
-    fingerprint, problems = compute_fingerprint(
-        dataset,
-        settings.ct_percentiles,
-        settings.intensity_samples_per_case,
-        cfg.base.seed,
-        settings.body_threshold_hu,
-        cfg.base.num_workers,
-    )
-    failed = {p.case for p in problems}
-    plan = make_plan(dataset, settings, fingerprint)
     cases = [c for c in dataset.cases if settings.include_unlabeled or c.split != "unlabeled"]
-    records = _run_cases([c for c in cases if c.case_id not in failed], plan, cfg.base.num_workers, problems, len(cases))
-    _remove_stale(plan.out_dir / "cases", {c.case_id for c in cases})
-    write_json_atomic(plan.out_dir / "fingerprint.json", {**fingerprint, "target_spacing": list(plan.target_spacing)})
-    return write_manifest(dataset, plan, records)
+    grids = planned_grids(plans)
+    root = Path(settings.out_dir)
+    _remove_stale(root, set(grids))
+    manifests = {}
+    for identifier, spacing in grids.items():
+        plan = make_plan(dataset, settings, plans, spacing, root / identifier)
+        records = _run_cases(cases, plan, cfg.base.num_workers, [], len(cases))
+        _remove_stale(plan.out_dir / "cases", {c.case_id for c in cases})
+        stats = plan.stats.__dict__ if plan.stats else None
+        write_json_atomic(plan.out_dir / "fingerprint.json", {"target_spacing": list(plan.target_spacing), "intensity": stats})
+        manifests[identifier] = write_manifest(dataset, plan, records)
+    return manifests["fullres"]
 
 
-def make_plan(dataset: Dataset, settings: PreprocessSettings, fingerprint: dict) -> Plan:
-    """Fix the target spacing (config or fingerprint median) and intensity statistics for all cases."""
-    spacing = settings.spacing_mm or tuple(round(s, 4) for s in fingerprint["median_spacing"])
-    stats = IntensityStats(**fingerprint["intensity"]) if dataset.is_ct else None
+def planned_grids(plans: Plans) -> dict[str, tuple[float, float, float]]:
+    """{data identifier: target spacing} of every planned configuration (``2d`` shares ``fullres``)."""
+    return {c.data_identifier: c.spacing for c in plans.configurations.values() if c.spatial_dims == 3}
+
+
+def make_plan(
+    dataset: Dataset, settings: PreprocessSettings, plans: Plans, spacing: tuple[float, float, float], out_dir: Path
+) -> Plan:
+    """What every case of one grid needs: the target spacing, the CT statistics of the plan, the settings."""
+    ct = next((n for n in plans.normalisation if n.scheme == "ct"), None)
+    stats = IntensityStats(ct.mean, ct.std, ct.percentile_low, ct.percentile_high) if ct is not None else None
     payload = {
         "settings": settings.model_dump(mode="json", exclude={"out_dir"}),
         "spacing": list(spacing),
-        "stats": fingerprint["intensity"] if stats else None,
+        "normalisation": [n.model_dump(mode="json") for n in plans.normalisation],
         "modalities": list(dataset.modalities),
         "labels": sorted(dataset.labels.values),
     }
@@ -97,7 +106,7 @@ def make_plan(dataset: Dataset, settings: PreprocessSettings, fingerprint: dict)
         dataset.is_ct,
         frozenset(dataset.labels.values),
         dataset.labels.num_classes,
-        Path(settings.out_dir),
+        Path(out_dir),
         text_digest(json.dumps(payload, sort_keys=True)),
     )
 
@@ -188,10 +197,10 @@ def transform_case(
     ras = np.moveaxis(ras, -1, 0)
     ras_label = reorient_to_ras(label, affine)[0] if label is not None else None
     spacing = ras_spacing(affine)
-    body = ras[0] > s.body_threshold_hu if plan.is_ct else (ras != 0).any(axis=0)
+    body = foreground_mask(ras, plan.is_ct, s.body_threshold_hu)
     if ras_label is not None:
         body |= ras_label > 0
-    start, stop = bounding_box(body, np.ceil(s.crop_margin_mm / np.asarray(spacing)).astype(int))
+    start, stop = crop_box(body, spacing, s.crop_margin_mm)
     box = tuple(slice(a, b) for a, b in zip(start, stop))
     cropped = ras[(slice(None), *box)]
     normalised = np.stack([normalise_ct(c, plan.stats, s) if plan.is_ct else normalise_mr(c) for c in cropped])
@@ -215,9 +224,10 @@ def transform_case(
     return record, out_image, out_label
 
 
-def _remove_stale(cases_dir: Path, keep: set[str]) -> None:
-    if cases_dir.is_dir():
-        for child in cases_dir.iterdir():
+def _remove_stale(folder: Path, keep: set[str]) -> None:
+    """Delete sub-folders of ``folder`` not in ``keep`` (cases or grids that are no longer planned)."""
+    if folder.is_dir():
+        for child in folder.iterdir():
             if child.is_dir() and child.name not in keep:
                 shutil.rmtree(child)
 

@@ -83,6 +83,11 @@ class RunTracker:
         mlflow.set_tags(tags)
         return self.run_id
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Add tags to the open run."""
+        if self._mlflow:
+            self._mlflow.set_tags(tags)
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self._mlflow:
             self._mlflow.log_metrics({k.replace("/", "_"): float(v) for k, v in metrics.items()}, step=step)

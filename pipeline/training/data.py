@@ -87,6 +87,21 @@ def split_train_val(cases: list[dict], val_cases: int, seed: int, need_labels: b
     return [c for c in labelled if c["case_id"] not in val], [c for c in labelled if c["case_id"] in val]
 
 
+def fold_train_val(cases: list[dict], splits: list[dict], fold: int, source: Path) -> tuple[list[dict], list[dict]]:
+    """Training and validation cases of one cross-validation fold (from the split file).
+
+    Raises:
+        InvalidInputError: the fold does not exist, or a case of the split is not in the preprocessed data.
+    """
+    if not 0 <= fold < len(splits):
+        raise InvalidInputError(source, f"train.fold={fold}, but the split file has folds 0..{len(splits) - 1}")
+    by_id = {c["case_id"]: c for c in cases if c.get("label")}
+    missing = sorted((set(splits[fold]["train"]) | set(splits[fold]["val"])) - set(by_id))
+    if missing:
+        raise InvalidInputError(source, f"fold {fold} names cases without preprocessed labels: {missing}")
+    return [by_id[c] for c in sorted(splits[fold]["train"])], [by_id[c] for c in sorted(splits[fold]["val"])]
+
+
 def load_case(manifest: Manifest, entry: dict, mmap: bool = False) -> CaseArrays:
     """Load one case's arrays (fully into memory unless ``mmap``) and index its foreground voxels."""
     mode = "r" if mmap else None

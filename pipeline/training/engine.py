@@ -3,7 +3,10 @@
 ``train_model(cfg, stage)`` is what the CLI and DVC call. Per epoch: sample patches, step the
 optimizer (AMP on GPU), validate every ``val_every`` epochs with sliding-window inference and
 per-class Dice, keep the best weights, write the checkpoint atomically, log to MLflow. Training
-stops at ``max_epochs`` or after the epoch that exhausts ``max_time_minutes``.
+runs exactly ``max_epochs`` x ``iterations_per_epoch`` steps (planned by ``segpipe plan``), so the
+result depends on seeds and steps, never on the machine's speed. ``max_time_minutes`` is a guard:
+when it fires the run fails with a message (resume with ``train.resume=true``) instead of silently
+producing a different, shorter-trained model.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from pipeline.training.setup import TrainingRun, build_run, checkpoint_paths
 
 class TrainingDivergedError(SegPipeError):
     """The loss became NaN or infinite (RELIABILITY T5)."""
+
+
+class TimeGuardError(SegPipeError):
+    """``train.max_time_minutes`` ran out before the planned steps: no model is written (it would differ)."""
 
 
 @dataclass
@@ -55,9 +62,13 @@ def train_model(cfg: PipelineConfig, stage: str = "train") -> dict:
         ResumeRefusedError: ``train.resume`` with a checkpoint from different settings.
         TrainingDivergedError: the loss became NaN/Inf; checkpoints on disk are left untouched.
     """
+    from pipeline.planning.resolve import apply_plan, with_fold_folders
     from pipeline.training.finalize import start_tracking
 
+    cfg, overrides = apply_plan(cfg)
+    cfg = with_fold_folders(cfg)
     run = build_run(cfg)
+    run.plan_overrides = overrides
     state = restore(run) if cfg.train.resume else TrainState()
     tracker = start_tracking(run, state, stage)
     try:
@@ -116,6 +127,12 @@ def fit(run: TrainingRun, state: TrainState, tracker) -> None:
         if run.ctx.is_main:
             _save_epoch(run, state, record)
             tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=state.epoch)
+        if out_of_time and state.epoch < t.max_epochs:
+            raise TimeGuardError(
+                f"train.max_time_minutes={t.max_time_minutes} ran out after epoch {state.epoch} of {t.max_epochs} "
+                f"({state.elapsed_s / 60:.1f} min): no model written, because a shorter run gives a different model. "
+                f"Continue with train.resume=true (and a larger train.max_time_minutes), or plan with a smaller profile"
+            )
         if last_epoch:
             break
 

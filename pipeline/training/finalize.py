@@ -16,7 +16,7 @@ from pipeline.tracking.mlflow_run import RunTracker, git_commit, run_tags
 from pipeline.training.checkpoint import flatten, save_state_dict
 from pipeline.training.setup import TrainingRun
 
-TRACKED_SECTIONS = ("base", "preprocess", "model", "loss", "augment", "train")
+TRACKED_SECTIONS = ("base", "plan", "preprocess", "model", "loss", "augment", "train")
 NATURAL_MODALITIES = ["red", "green", "blue"]  # what pipeline/preprocess/natural.py writes
 
 
@@ -29,12 +29,17 @@ def start_tracking(run: TrainingRun, state, stage: str) -> RunTracker:
     tags = {**run_tags(stage, run.data_fingerprint), "model": run.cfg.model.name}
     if run.transfer is not None:
         tags.update(init_from=str(run.transfer.source), init_loaded_tensors=str(len(run.transfer.loaded)))
+    if run.cfg.plan.configuration:
+        tags.update(plan_configuration=run.cfg.plan.configuration, plan_overrides=str(run.plan_overrides or "none"))
     state.mlflow_run_id = tracker.start(f"{stage}-{run.cfg.model.name}", params, tags, run_id=state.mlflow_run_id)
+    if run.cfg.plan.configuration and Path(run.cfg.plan.file).is_file():
+        tracker.log_artifact(Path(run.cfg.plan.file))
     return tracker
 
 
-def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test: dict) -> dict:
-    """Write the canonical model, model card, metrics, history and figures; log them to MLflow."""
+def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test: dict, postprocessing=None) -> dict:
+    """Write the canonical model, model card (with the postprocessing decision), metrics, history and figures; log
+    them to MLflow."""
     t = run.cfg.train
     out_dir, reports = Path(t.out_dir), Path(t.reports_dir)
     best = next(h for h in state.history if h["epoch"] == best_epoch)
@@ -44,7 +49,11 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test
         **test,
     }
     save_state_dict(out_dir / "model.pt", run.bare_model)
-    write_json_atomic(out_dir / "model_card.json", model_card(run, best_epoch, metrics))
+    card = model_card(run, best_epoch, metrics)
+    if postprocessing is not None:
+        card["postprocessing"] = postprocessing.to_json()
+        tracker.set_tags({"postprocessing": str(postprocessing.to_json())})
+    write_json_atomic(out_dir / "model_card.json", card)
     write_json_atomic(reports / "metrics.json", metrics)
     write_json_atomic(reports / "details" / "history.json", state.history)
     write_plot_files(state.history, reports / "plots")
@@ -98,7 +107,9 @@ def model_card(run: TrainingRun, best_epoch: int, metrics: dict) -> dict:
         "patch_size": list(run.cfg.train.patch_size),
         "context_slices": run.cfg.model.context_slices,
         "target_spacing": list(run.manifest.target_spacing),
-        "preprocess": run.cfg.preprocess.model_dump(mode="json"),
+        "preprocess": {**run.cfg.preprocess.model_dump(mode="json"), "spacing_mm": list(run.manifest.target_spacing)},
+        "plan": _planned_configuration(run),
+        "plan_overrides": run.plan_overrides,
         "intensity": _intensity_statistics(run.manifest.root),
         "preprocess_config_digest": run.manifest.config_digest,
         "data_fingerprint": run.data_fingerprint,
@@ -107,6 +118,20 @@ def model_card(run: TrainingRun, best_epoch: int, metrics: dict) -> dict:
         "versions": {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version()},
         "git_commit": git_commit(),
         "intended_use": "Research on phantom/CT segmentation. Not a medical device; not for clinical decisions.",
+    }
+
+
+def _planned_configuration(run: TrainingRun) -> dict | None:
+    """The plan configuration this model was trained with (``None`` without a plan)."""
+    if not run.cfg.plan.configuration:
+        return None
+    from pipeline.planning.plans import read_plans
+
+    plans = read_plans(run.cfg.plan.file)
+    return {
+        "configuration": plans.configuration(run.cfg.plan.configuration).model_dump(mode="json"),
+        "profile": plans.profile,
+        "normalisation": [n.model_dump(mode="json") for n in plans.normalisation],
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -15,12 +15,21 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from pipeline.config import PipelineConfig
+from pipeline.crossval.splits import read_splits
 from pipeline.devices import amp_dtype_for, pick_device
 from pipeline.io_utils import text_digest
 from pipeline.models import build_model
 from pipeline.training.augment import build_augmentation
 from pipeline.training.checkpoint import flatten, unwrap_model
-from pipeline.training.data import CaseArrays, Manifest, PatchDataset, load_case, read_manifest, split_train_val
+from pipeline.training.data import (
+    CaseArrays,
+    Manifest,
+    PatchDataset,
+    fold_train_val,
+    load_case,
+    read_manifest,
+    split_train_val,
+)
 from pipeline.training.distributed import DistContext, init_distributed
 from pipeline.training.losses import SegmentationLoss, unet_border_weight_map
 from pipeline.training.schedule import build_optimizer
@@ -68,6 +77,7 @@ class TrainingRun:
     task: object
     transfer: TransferReport | None
     cache: dict
+    plan_overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def bare_model(self) -> nn.Module:
@@ -120,9 +130,15 @@ def build_run(cfg: PipelineConfig) -> TrainingRun:
     seed_everything(cfg.base.seed, t.deterministic)
     manifest = read_manifest(cfg.preprocess.out_dir)
     task = task_for(cfg.model.name)
-    train_entries, val_entries = split_train_val(
-        training_entries(cfg, manifest, task), t.val_cases, cfg.base.seed, task.needs_labels
-    )
+    if t.fold is not None and task.needs_labels:
+        splits = read_splits(cfg.crossval.split_file)
+        train_entries, val_entries = fold_train_val(
+            training_entries(cfg, manifest, task), splits, t.fold, cfg.crossval.split_file
+        )
+    else:
+        train_entries, val_entries = split_train_val(
+            training_entries(cfg, manifest, task), t.val_cases, cfg.base.seed, task.needs_labels
+        )
     if t.labelled_cases is not None and task.needs_labels:
         keep = np.random.default_rng(cfg.base.seed + 1).permutation(len(train_entries))[: t.labelled_cases]
         train_entries = [train_entries[i] for i in sorted(keep)]

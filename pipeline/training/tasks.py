@@ -57,7 +57,17 @@ class SegmentationTask:
 
         test_entries = [e for e in run.manifest.split("test") if e.get("label")]
         test = self.validate(run, test_entries, "test") if run.cfg.train.evaluate_test and test_entries else {}
-        return finalize(run, state, tracker, best_epoch, test) if run.ctx.is_main else {}
+        decision = self.decide_postprocessing(run) if run.ctx.is_main else None
+        return finalize(run, state, tracker, best_epoch, test, decision) if run.ctx.is_main else {}
+
+    def decide_postprocessing(self, run):
+        """Largest-component postprocessing decided on the held-out validation cases with the best weights."""
+        from pipeline.inference.postprocess import decide_postprocessing
+
+        run.model.eval()
+        cases = [cached_case(run, entry) for entry in run.val_entries]
+        predictions = [predict_case(run, case.image).argmax(0).cpu().numpy() for case in cases]
+        return decide_postprocessing(predictions, [case.label for case in cases], run.manifest.num_classes)
 
 
 class ReconstructionTask:

@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.config import PipelineConfig, SynthSettings
+from pipeline.config import SynthSettings
 from pipeline.data.layout import load_dataset
 from pipeline.data.phantom import generate_phantom_dataset
-from pipeline.preprocess.fingerprint import compute_fingerprint
+from pipeline.planning.run import plan_dataset
 from pipeline.preprocess.geometry import (
     CaseGeometryRecord,
     ras_spacing,
@@ -21,13 +21,15 @@ from pipeline.preprocess.geometry import (
     undo_reorientation,
 )
 from pipeline.preprocess.run import make_plan, preprocess_case
-from tests.conftest import dice
+from tests.conftest import data_config, dice
 
 
-def _plan(dataset, tmp_path, spacing):
-    cfg = PipelineConfig.model_validate({"preprocess": {"out_dir": str(tmp_path / "pre"), "spacing_mm": spacing}})
-    fingerprint, _ = compute_fingerprint(dataset, (0.5, 99.5), 2000, 0, -500.0, 0)
-    return make_plan(dataset, cfg.preprocess, fingerprint)
+def _plan(dataset, tmp_path, spacing=None):
+    """The preprocessing of one grid: ``spacing``, or the grid the CPU profile's 3D configuration trains on."""
+    cfg = data_config(dataset.root, tmp_path / "pre")
+    plans = plan_dataset(cfg)
+    spacing = plans.configuration("3d").spacing if spacing is None else spacing
+    return make_plan(dataset, cfg.preprocess, plans, spacing, tmp_path / "pre")
 
 
 def _case(dataset, orientation_test):
@@ -71,11 +73,13 @@ def full_resolution_phantom(tmp_path_factory):
 
 @pytest.mark.parametrize("which", [IS_LPS, IS_OBLIQUE], ids=["LPS", "oblique"])
 def test_round_trip_through_default_cpu_spacing(full_resolution_phantom, tmp_path, which):
-    """Through the default 2.8 x 2.8 x 3 mm grid only the resolution limit is lost: Dice >= 0.97 per organ."""
+    """Through the grid the CPU plan trains the V-Net on (3d_lowres, about 2 x 2 x 4 mm) only the resolution limit is lost:
+    Dice >= 0.97 per organ."""
     dataset = full_resolution_phantom
     case = _case(dataset, which)
     original = nib.load(case.label)
-    plan = _plan(dataset, tmp_path, tuple(PipelineConfig().preprocess.spacing_mm))
+    plan = _plan(dataset, tmp_path)
+    assert min(plan.target_spacing) > 1.8  # really a coarser grid than the scans' ~1.35 mm
     record = CaseGeometryRecord.from_json(preprocess_case(case, plan)["geometry"])
     label = np.load(tmp_path / "pre" / "cases" / case.case_id / "label.npy")
     assert label.shape == record.preprocessed_shape

@@ -10,22 +10,26 @@ import pytest
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import DatasetError
+from pipeline.planning.run import plan_dataset
 from pipeline.preprocess.intensity import IntensityStats, normalise_ct, normalise_mr
 from pipeline.preprocess.run import preprocess_dataset
-from tests.conftest import make_label, make_volume, write_msd
+from tests.conftest import data_config, make_label, make_volume, write_msd
 
 
 def _cfg(root, out, **preprocess):
-    return PipelineConfig.model_validate(
-        {"base": {"num_workers": 0}, "data": {"root": str(root)}, "preprocess": {"out_dir": str(out), **preprocess}}
-    )
+    return data_config(root, out, **preprocess)
+
+
+def _run(cfg):
+    plan_dataset(cfg)
+    return preprocess_dataset(cfg)
 
 
 @pytest.fixture(scope="module")
 def preprocessed(tiny_phantom, tmp_path_factory):
     out = tmp_path_factory.mktemp("pre")
-    manifest = preprocess_dataset(_cfg(tiny_phantom, out, spacing_mm=[8.0, 8.0, 10.0]))
-    return out, json.loads(manifest.read_text())
+    manifest = _run(_cfg(tiny_phantom, out, spacing_mm=[8.0, 8.0, 10.0]))
+    return manifest.parent, json.loads(manifest.read_text())
 
 
 def test_manifest_arrays_and_fingerprint(preprocessed):
@@ -45,8 +49,9 @@ def test_manifest_arrays_and_fingerprint(preprocessed):
             assert set(np.unique(label)) == {0, 1, 2, 3}
         else:
             assert "label" not in entry
-    fingerprint = json.loads((out / "fingerprint.json").read_text())
-    assert fingerprint["num_cases"] == 4 and fingerprint["target_spacing"] == [8.0, 8.0, 10.0]
+    assert json.loads((out / "fingerprint.json").read_text())["target_spacing"] == [8.0, 8.0, 10.0]
+    fingerprint = json.loads((out.parent.with_name(out.parent.name + "_plan") / "fingerprint.json").read_text())
+    assert fingerprint["num_cases"] == 4
     assert 80 < fingerprint["intensity"]["mean"] < 140  # foreground is liver/spleen/kidney HU
     assert sum(fingerprint["class_voxel_fraction"].values()) == pytest.approx(1.0)
     assert 5.2 <= fingerprint["median_spacing"][0] <= 5.6
@@ -75,12 +80,12 @@ def test_second_run_skips_unchanged_cases_and_redoes_changed(tiny_phantom, tmp_p
     root = tmp_path / "ds"
     shutil.copytree(tiny_phantom, root)
     out = tmp_path / "pre"
-    preprocess_dataset(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
-    image = out / "cases" / "phantom_000" / "image.npy"
+    _run(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
+    image = out / "fullres" / "cases" / "phantom_000" / "image.npy"
     first = image.stat().st_mtime_ns
-    preprocess_dataset(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
+    _run(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
     assert image.stat().st_mtime_ns == first
-    preprocess_dataset(_cfg(root, out, spacing_mm=[9.0, 9.0, 10.0]))
+    _run(_cfg(root, out, spacing_mm=[9.0, 9.0, 10.0]))
     assert image.stat().st_mtime_ns != first
 
 
@@ -97,9 +102,9 @@ def test_bad_cases_all_reported_and_good_outputs_not_lost(tmp_path):
     )
     out = tmp_path / "pre"
     with pytest.raises(DatasetError) as err:
-        preprocess_dataset(_cfg(root, out))
+        _run(_cfg(root, out))
     text = str(err.value)
-    assert "2 of 3 case(s)" in text
+    assert "could not read 2 case(s)" in text
     assert str(root / "imagesTr" / "nan.nii.gz") in text and "NaN" in text
     assert str(root / "labelsTr" / "odd.nii.gz") in text and "(12, 10, 9)" in text
     assert not (out / "dataset.json").exists()  # no manifest from a failed run
@@ -127,3 +132,30 @@ def test_mr_zscore_over_nonzero_voxels_only():
     inside = out[1:3, 1:3, 1:3]
     assert inside.mean() == pytest.approx(0.0, abs=1e-6) and inside.std() == pytest.approx(1.0, abs=1e-5)
     assert np.all(out[0] == 0)
+
+
+def _head_scan(fill: float, rng: np.random.Generator, n: int = 80) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Magnitude MR of a two-tissue 'head' filling ``fill`` of the field of view, Rician background (sigma 20)."""
+    radius = (fill * n**3 * 3 / (4 * np.pi)) ** (1 / 3)
+    distance = np.sqrt(((np.indices((n, n, n)) - n / 2) ** 2).sum(0))
+    truth = np.where(distance < radius, 400.0, 0.0)
+    truth[distance < 0.6 * radius] = 250.0
+    magnitude = np.hypot(truth + rng.normal(0, 20, truth.shape), rng.normal(0, 20, truth.shape))
+    return magnitude, distance < 0.45 * radius, (distance > 0.7 * radius) & (distance < 0.9 * radius)
+
+
+def test_mr_tissue_normalises_to_the_same_value_whatever_share_of_the_view_the_head_fills():
+    rng = np.random.default_rng(0)
+    small, small_core, small_shell = _head_scan(0.02, rng)
+    large, large_core, large_shell = _head_scan(0.40, rng)
+    small_z, large_z = normalise_mr(small), normalise_mr(large)
+    for small_mask, large_mask in ((small_core, large_core), (small_shell, large_shell)):
+        a, b = small_z[small_mask].mean(), large_z[large_mask].mean()
+        assert abs(a - b) <= 0.05 * max(abs(a), abs(b))
+    # the z-score over every non-zero voxel (the old rule) fails the same check by far
+    from monai.transforms import NormalizeIntensity
+
+    def old(volume):
+        return np.asarray(NormalizeIntensity(nonzero=True)(volume.astype(np.float32)))
+
+    assert abs(old(small)[small_core].mean() - old(large)[large_core].mean()) > 1.0

@@ -11,8 +11,9 @@ import torch
 from pipeline.errors import InvalidInputError
 from pipeline.models import build_model
 from pipeline.training import checkpoint as checkpoint_module
+from pipeline.training import engine as engine_module
 from pipeline.training.checkpoint import ResumeRefusedError, load_checkpoint
-from pipeline.training.engine import TrainingDivergedError, train_model
+from pipeline.training.engine import TimeGuardError, TrainingDivergedError, train_model
 from pipeline.training.losses import SegmentationLoss
 from tests.conftest import tiny_train_config
 
@@ -57,7 +58,8 @@ def _losses(history):
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_preprocessed, tmp_path):
-    """T3: stop after epoch 1 (time budget), resume to epoch 3: same epochs, LR and losses as straight through."""
+    """T3: the time guard stops after epoch 1 and writes no model; resume to epoch 3: same epochs, LR and losses as
+    straight through."""
     straight = tiny_train_config(tiny_preprocessed, tmp_path / "a", train={"max_epochs": 3}, tracking={"enabled": False})
     train_model(straight)
     reference = json.loads((tmp_path / "a" / "reports" / "details" / "history.json").read_text())
@@ -65,7 +67,9 @@ def test_resume_equals_an_uninterrupted_run(tiny_preprocessed, tmp_path):
     cut = tiny_train_config(
         tiny_preprocessed, tmp_path / "b", train={"max_epochs": 3, "max_time_minutes": 1e-6}, tracking={"enabled": False}
     )
-    assert train_model(cut)["epochs"] == 1
+    with pytest.raises(TimeGuardError, match=r"after epoch 1 of 3.*train.resume=true"):
+        train_model(cut)
+    assert not (tmp_path / "b" / "model" / "model.pt").exists()  # no silently shorter model
     resumed = tiny_train_config(
         tiny_preprocessed, tmp_path / "b", train={"max_epochs": 3, "resume": True}, tracking={"enabled": False}
     )
@@ -73,6 +77,20 @@ def test_resume_equals_an_uninterrupted_run(tiny_preprocessed, tmp_path):
     history = json.loads((tmp_path / "b" / "reports" / "details" / "history.json").read_text())
     assert _losses(history) == _losses(reference)
     assert history[-1]["val_dice_mean"] == pytest.approx(reference[-1]["val_dice_mean"], abs=1e-6)
+
+
+def test_a_slower_machine_trains_the_same_weights(tiny_preprocessed, tmp_path, monkeypatch):
+    """Steps, not minutes, decide the training: a clock running 1000x faster (a slow machine) changes nothing."""
+    fast = tiny_train_config(tiny_preprocessed, tmp_path / "fast", train={"max_time_minutes": 1e9}, tracking={"enabled": False})
+    train_model(fast)
+    real = engine_module.time.perf_counter
+    monkeypatch.setattr(engine_module.time, "perf_counter", lambda: real() * 1000)
+    slow = tiny_train_config(tiny_preprocessed, tmp_path / "slow", train={"max_time_minutes": 1e9}, tracking={"enabled": False})
+    metrics = train_model(slow)
+    assert metrics["epochs"] == fast.train.max_epochs and metrics["train_minutes"] > 0.5
+    a = torch.load(tmp_path / "fast" / "model" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "slow" / "model" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_with_changed_network_or_patch_is_refused_naming_the_keys(tiny_preprocessed, tmp_path):

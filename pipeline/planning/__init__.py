@@ -1,0 +1,1 @@
+"""Self-configuration: dataset fingerprint -> plan (spacing, normalisation, patch, batch, topology, steps)."""

@@ -1,0 +1,213 @@
+"""The planner: dataset fingerprint in, plan out. The rules are nnU-Net v2's ``ExperimentPlanner``'s.
+
+* Target spacing: the median spacing; when one axis is more than 3x coarser than the others *and*
+  has fewer than a third of their voxels, that axis takes the 10th percentile of its spacings
+  instead (never finer than the other axes).
+* Per configuration: an initial patch with the aspect ratio of the voxel size (256**3 or 2048**2
+  voxels), clipped to the median shape; the topology from :func:`plan_topology`; then, while our
+  network's activation estimate for ``reference_batch`` samples exceeds the profile's budget, the
+  axis largest relative to the median shape shrinks by one pooling step.
+* Batch size: what the budget holds, at most 5 % of the dataset's voxels per step, at least 2.
+* ``3d_lowres`` exists when the full-resolution patch covers under a quarter of the median image:
+  the spacing grows by 3 % steps (the anisotropic axes first) until it does.
+* Normalisation: CT by the dataset's foreground statistics; every other modality by a per-scan
+  z-score inside a foreground mask (:func:`pipeline.preprocess.intensity.foreground_threshold`).
+
+One deliberate difference: ``2d`` is planned on the grid of the profile's 3D choice. On GPU profiles
+that is the full-resolution grid, as in nnU-Net. On the CPU profile, when ``3d_lowres`` exists, it
+is the low-resolution grid: at full resolution a 2-core step sees a quarter of the anatomy per
+pixel budget, and on the CT phantom a full-resolution 2D U-Net never learned the spleen in the
+profile's 350 steps (Dice 0.0), where the same network on the coarser grid does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.planning.memory import estimate_activation_mb
+from pipeline.planning.plans import ChannelNormalisation, ConfigurationPlan, Plans
+from pipeline.planning.profiles import HardwareProfile
+from pipeline.planning.topology import plan_topology
+
+ANISOTROPY_THRESHOLD = 3.0
+LOWRES_THRESHOLD = 0.25
+LOWRES_SPACING_STEP = 1.03
+DATASET_FRACTION_PER_STEP = 0.05
+
+
+@dataclass(frozen=True)
+class PlanningInput:
+    """What the planner needs from the fingerprint (RAS axes x, y, z)."""
+
+    dataset: str
+    modalities: tuple[str, ...]
+    labels: dict[str, str]
+    spacings: np.ndarray  # (N, 3) mm
+    shapes_after_crop: np.ndarray  # (N, 3) voxels
+    intensity: dict | None = None  # CT foreground statistics of channel 0 (mean, std, percentile_low/high)
+    context_slices: int = 1  # 2.5D input of the 2D U-Net
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+def fullres_spacing(spacings: np.ndarray, shapes: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """Median spacing, with nnU-Net's anisotropy rule. Returns (spacing, the anisotropic axis or None)."""
+    spacings, shapes = np.asarray(spacings, float), np.asarray(shapes, float)
+    target = np.percentile(spacings, 50, axis=0)
+    sizes = np.percentile(shapes, 50, axis=0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(3) if a != worst]
+    aniso_spacing = target[worst] > ANISOTROPY_THRESHOLD * max(target[others])
+    aniso_voxels = sizes[worst] * ANISOTROPY_THRESHOLD < min(sizes[others])
+    if not (aniso_spacing and aniso_voxels):
+        return target, None
+    coarse = np.percentile(spacings[:, worst], 10)
+    target[worst] = max(coarse, max(target[others]) + 1e-5) if coarse < max(target[others]) else coarse
+    return target, worst
+
+
+def median_shape_at(spacings: np.ndarray, shapes: np.ndarray, target) -> np.ndarray:
+    """Median over cases of the cropped shape resampled to ``target`` spacing (rounded voxels)."""
+    resampled = np.round(np.asarray(shapes, float) * np.asarray(spacings, float) / np.asarray(target, float))
+    return np.median(resampled, axis=0)
+
+
+def network_widths(num_stages: int, base: int, cap: int) -> tuple[int, ...]:
+    """Widths doubling from ``base`` per stage up to ``cap``."""
+    return tuple(min(base * 2**i, cap) for i in range(num_stages))
+
+
+def plan_configuration(
+    name: str,
+    spacing,
+    median_shape,
+    profile: HardwareProfile,
+    in_channels: int,
+    num_classes: int,
+    dataset_voxels: float,
+    data_identifier: str,
+) -> ConfigurationPlan:
+    """Patch, batch and topology of one configuration (2D when ``spacing`` has two entries)."""
+    dims = len(spacing)
+    spacing, median = np.asarray(spacing, float), np.asarray(median_shape, float)
+    budget = profile.budget_mb_2d if dims == 2 else profile.budget_mb_3d
+    reference_batch = profile.reference_batch_2d if dims == 2 else profile.reference_batch_3d
+    base, cap = (profile.base_width_2d, profile.max_width_2d) if dims == 2 else (profile.base_width_3d, profile.max_width_3d)
+    inverse = 1 / spacing
+    start = inverse * ((256**3 if dims == 3 else 2048**2) / np.prod(inverse)) ** (1 / dims)
+    patch = [int(min(round(p), m)) for p, m in zip(start, median)]
+
+    def estimate(topology) -> float:
+        widths = network_widths(topology.num_stages, base, cap)
+        return estimate_activation_mb(
+            dims, in_channels, num_classes, tuple(topology.patch_size), widths, topology.pools, topology.kernels
+        )
+
+    topology = plan_topology(spacing, patch, profile.min_edge, profile.max_stages)
+    per_sample = estimate(topology)
+    while per_sample * reference_batch > budget:
+        patch = list(topology.patch_size)
+        axis = int(np.argsort(np.asarray(patch) / median)[-1])
+        trial = list(patch)
+        trial[axis] -= topology.divisor[axis]
+        step = plan_topology(spacing, trial, profile.min_edge, profile.max_stages).divisor[axis] if trial[axis] > 0 else 0
+        if step <= 0 or patch[axis] - step < 1:
+            break  # nothing left to shrink: the budget is too small for even the smallest patch
+        patch[axis] -= step
+        topology = plan_topology(spacing, patch, profile.min_edge, profile.max_stages)
+        per_sample = estimate(topology)
+    batch = round(budget / per_sample)
+    cap_5pct = round(dataset_voxels * DATASET_FRACTION_PER_STEP / math.prod(topology.patch_size))
+    batch = max(min(batch, cap_5pct), profile.min_batch)
+    return ConfigurationPlan(
+        name=name,
+        data_identifier=data_identifier,
+        spacing=tuple(float(s) for s in spacing) if dims == 3 else (0.0, 0.0, 0.0),
+        median_shape=tuple(int(m) for m in median),
+        patch_size=tuple(int(p) for p in topology.patch_size),
+        batch_size=int(batch),
+        widths=network_widths(topology.num_stages, base, cap),
+        pools=topology.pools,
+        kernels=topology.kernels,
+        iterations_per_epoch=profile.iterations_per_epoch,
+        max_epochs=profile.epochs_2d if dims == 2 else profile.epochs_3d,
+        val_every=profile.val_every_2d if dims == 2 else profile.val_every_3d,
+        estimated_activation_mb=round(per_sample, 3),
+    )
+
+
+def lowres_spacings(fullres: np.ndarray, fullres_patch, median_fullres: np.ndarray):
+    """Yield growing spacings (the coarse-relative-to-finest axes first) while the patch covers under a quarter."""
+    spacing = np.asarray(fullres, float).copy()
+    while True:
+        largest = spacing.max()
+        coarser = largest / spacing > 2
+        if coarser.any():
+            spacing[coarser] *= LOWRES_SPACING_STEP
+        else:
+            spacing *= LOWRES_SPACING_STEP
+        yield spacing.copy(), np.asarray(fullres) / spacing * median_fullres
+
+
+def normalisation_for(modalities: tuple[str, ...], intensity: dict | None) -> tuple[ChannelNormalisation, ...]:
+    """CT channels by the dataset's foreground statistics; every other channel by a per-scan Otsu-masked z-score."""
+    schemes = []
+    for channel in modalities:
+        if channel.upper() == "CT":
+            if intensity is None:
+                raise ValueError("a CT channel needs the fingerprint's foreground intensity statistics")
+            schemes.append(ChannelNormalisation(channel=channel, scheme="ct", mask="none", **intensity))
+        else:
+            schemes.append(ChannelNormalisation(channel=channel, scheme="zscore", mask="otsu"))
+    return tuple(schemes)
+
+
+def make_plans(data: PlanningInput, profile: HardwareProfile) -> Plans:
+    """Plan ``2d``, ``3d_fullres`` and (when needed) ``3d_lowres`` for a dataset under a hardware profile."""
+    spacing, aniso_axis = fullres_spacing(data.spacings, data.shapes_after_crop)
+    median = median_shape_at(data.spacings, data.shapes_after_crop, spacing)
+    n = len(data.spacings)
+    voxels = float(np.prod(median) * n)
+    channels = len(data.modalities)
+    fullres = plan_configuration("3d_fullres", spacing, median, profile, channels, data.num_classes, voxels, "fullres")
+    configurations = {"3d_fullres": fullres}
+    if math.prod(fullres.patch_size) / np.prod(median) < LOWRES_THRESHOLD:
+        for low_spacing, low_median in lowres_spacings(spacing, fullres.patch_size, median):
+            lowres = plan_configuration(
+                "3d_lowres", low_spacing, np.round(low_median), profile, channels, data.num_classes, voxels, "lowres"
+            )
+            if math.prod(lowres.patch_size) / np.prod(np.round(low_median)) >= LOWRES_THRESHOLD:
+                break
+        configurations["3d_lowres"] = lowres
+    default_3d = "3d_lowres" if profile.prefer_lowres and "3d_lowres" in configurations else "3d_fullres"
+    grid = configurations[default_3d]  # the 2D network trains on the grid of the profile's 3D choice
+    two_d = plan_configuration(
+        "2d",
+        grid.spacing[:2],
+        grid.median_shape[:2],
+        profile,
+        channels * (2 * data.context_slices + 1),
+        data.num_classes,
+        voxels,
+        grid.data_identifier,
+    )
+    configurations = {"2d": two_d.model_copy(update={"spacing": grid.spacing}), **configurations}
+    return Plans(
+        dataset=data.dataset,
+        modalities=data.modalities,
+        labels=data.labels,
+        profile=profile.name,
+        num_training_cases=n,
+        median_spacing=tuple(float(s) for s in np.median(data.spacings, axis=0)),
+        fullres_spacing=tuple(float(s) for s in spacing),
+        anisotropic_axis=aniso_axis,
+        median_shape_fullres=tuple(int(m) for m in median),
+        normalisation=normalisation_for(data.modalities, data.intensity),
+        configurations=configurations,
+        default_3d=default_3d,
+    )

@@ -1,0 +1,58 @@
+"""Hardware profiles: the memory budget, the network widths and the number of training steps.
+
+A profile fixes *steps*, not minutes: the same plan trains the same number of optimizer steps on a
+fast or a slow machine, so results depend on seeds and steps only. The CPU profile's budgets are
+those of the hand-tuned CPU networks it replaces (a 96x96x32 V-Net patch at batch 2 with widths
+8..64; 16 slices of 128x128 through a 16..256 U-Net): about as much work per step, so the default
+``make run`` keeps its length on 2 cores. GPU profiles follow nnU-Net (widths 32 up to 320 in 3D and
+512 in 2D, 250 iterations x 1000 epochs) with activations given about 45 % of the card's memory.
+``tiny`` is for smoke tests and CI: two-stage networks of widths 4 and 8, two steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """Budgets and training length of one kind of machine."""
+
+    name: str
+    budget_mb_2d: float  # activation MiB of one training step (all samples of the batch)
+    budget_mb_3d: float
+    reference_batch_2d: int  # the patch shrinks until this many samples fit the budget
+    reference_batch_3d: int
+    base_width_2d: int
+    max_width_2d: int
+    base_width_3d: int
+    max_width_3d: int
+    iterations_per_epoch: int
+    epochs_2d: int
+    epochs_3d: int
+    val_every_2d: int
+    val_every_3d: int
+    prefer_lowres: bool  # `plan.configuration: 3d` trains 3d_lowres when it is planned
+    min_batch: int = 2
+    min_edge: int = 4  # smallest bottleneck edge (voxels)
+    max_stages: int = 6
+
+
+PROFILES: dict[str, HardwareProfile] = {
+    "cpu": HardwareProfile("cpu", 400.0, 362.0, 8, 2, 16, 256, 8, 64, 25, 14, 11, 4, 2, True),
+    "gpu24": HardwareProfile("gpu24", 11000.0, 11000.0, 12, 2, 32, 512, 32, 320, 250, 1000, 1000, 50, 50, False),
+    "gpu80": HardwareProfile("gpu80", 36000.0, 36000.0, 12, 2, 32, 512, 32, 320, 250, 1000, 1000, 50, 50, False),
+    "tiny": HardwareProfile("tiny", 2.0, 2.0, 2, 2, 4, 8, 4, 8, 2, 1, 1, 1, 1, True, max_stages=2),
+}
+
+
+def get_profile(name: str) -> HardwareProfile:
+    """The named profile.
+
+    Raises:
+        KeyError: naming the known profiles.
+    """
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(f"unknown plan.profile '{name}'; known: {sorted(PROFILES)}") from None
