@@ -34,10 +34,11 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
         n_labeled=3, n_test=1, n_unlabeled=1, matrix=64, inplane_spacing_mm=[5.2, 5.6], slice_spacing_mm=[8.0, 10.0]
     )
     params["preprocess"]["spacing_mm"] = [8.0, 8.0, 10.0]
+    params["plan"]["profile"] = "tiny"  # two-stage networks of widths 4 and 8, two steps
+    params["crossval"]["folds"] = 3  # three labelled cases
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    for prefix in ("", "pretrain_"):  # the autoencoder's encoder keys must equal the segmentation network's
-        _shrink_training(project / "configs" / f"{prefix}unet2d.yaml", {"widths": [4, 8]}, [32, 32])
-        _shrink_training(project / "configs" / f"{prefix}vnet3d.yaml", {"widths": [4, 8], "convs": [1, 1]}, [16, 16, 16])
+    for name in ("unet2d", "vnet3d", "pretrain_unet2d", "pretrain_vnet3d"):
+        _shrink_training(project / "configs" / f"{name}.yaml")
     _run(["git", "init", "-q"], project)
     _run(["dvc", "init", "-q"], project)
     _run(["dvc", "config", "core.analytics", "false"], project)
@@ -46,29 +47,39 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
     stages = (
         "synth",
         "verify",
+        "plan",
         "preprocess",
         "pretrain_unet2d",
         "pretrain_vnet3d",
-        "train_unet2d",
-        "train_vnet3d",
+        "train_unet2d@0",
+        "train_vnet3d@0",
+        "crossval",
         "infer",
         "evaluate",
         "export",
     )
     for stage in stages:
         assert f"Running stage '{stage}'" in first
-    manifest = json.loads((project / "data" / "preprocessed" / "dataset.json").read_text())
+    manifest = json.loads((project / "data" / "preprocessed" / "fullres" / "dataset.json").read_text())
+    plans = json.loads((project / "reports" / "plan" / "plans.json").read_text())
+    assert plans["profile"] == "tiny" and plans["overrides"] == {"preprocess.spacing_mm": "[8.0, 8.0, 10.0]"}
     assert len(manifest["cases"]) == 5
     assert json.loads((project / "reports" / "verify.json").read_text())["num_errors"] == 0
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(stages)
     for model in ("unet2d", "vnet3d"):
-        assert (project / "models" / model / "model.pt").is_file()
+        assert (project / "models" / model / "fold_0" / "model.pt").is_file()
+    splits = json.loads((project / "reports" / "crossval" / "splits.json").read_text())
+    assert len(splits) == 3 and sorted(c for f in splits for c in f["val"]) == [f"phantom_{i:03d}" for i in range(3)]
+    decisions = json.loads((project / "reports" / "crossval" / "decisions.json").read_text())
+    assert decisions["cases"] == 1 and decisions["folds"] == [0]
+    assert set(decisions["scores"]) == {"unet2d", "vnet3d", "unet2d+vnet3d", "chosen+postprocessing"}
+    inference = json.loads((project / "predictions" / "inference.json").read_text())
+    assert inference["models"] == decisions["models"]
     metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], project))
     shown = json.dumps(metrics)
-    assert (
-        "reports/train_unet2d/metrics.json" in shown and "val_dice_mean" in shown and "reports/train_vnet3d/metrics.json" in shown
-    )
+    assert "reports/train_unet2d/fold_0/metrics.json" in shown and "val_dice_mean" in shown
+    assert "reports/train_vnet3d/fold_0/metrics.json" in shown
     assert "reports/evaluate/metrics.json" in shown and "hd95_mm_mean" in shown
     _assert_exports_lie_on_the_test_scans(project)
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], project))
@@ -95,12 +106,12 @@ def _assert_exports_lie_on_the_test_scans(project):
     assert (project / "reports" / "evaluate" / "details" / "qc" / "index.html").is_file()
 
 
-def _shrink_training(path, model, patch):
+def _shrink_training(path):
+    """The tiny profile plans network and steps; pretraining's own length and the held-out cases are set here."""
     config = yaml.safe_load(path.read_text())
-    config["model"].update(model)
-    config["train"].update(
-        patch_size=patch, batch_size=2, iterations_per_epoch=2, max_epochs=1, val_every=1, val_cases=1, overlay_cases=1
-    )
+    for key in ("iterations_per_epoch", "max_epochs", "val_every"):
+        config["train"].pop(key, None)
+    config["train"].update(val_cases=1, overlay_cases=1)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -110,14 +121,17 @@ def _assert_mlflow_runs(project):
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("segpipe").experiment_id])
     stages = {r.data.tags["dvc_stage"]: r for r in runs}
-    assert sorted(stages) == ["evaluate", "pretrain_unet2d", "pretrain_vnet3d", "train_unet2d", "train_vnet3d"]
+    assert sorted(stages) == ["crossval", "evaluate", "pretrain_unet2d", "pretrain_vnet3d", "train_unet2d@0", "train_vnet3d@0"]
+    assert "oof_unet2d_vnet3d_dice_mean" in stages["crossval"].data.metrics
     assert "dice_mean" in stages["evaluate"].data.metrics
     assert all(r.info.status == "FINISHED" for r in runs)
     for model in ("unet2d", "vnet3d"):
-        assert "val_dice_mean" in stages[f"train_{model}"].data.metrics
+        assert "val_dice_mean" in stages[f"train_{model}@0"].data.metrics
         assert "val_reconstruction_mse" in stages[f"pretrain_{model}"].data.metrics
-    for model in ("unet2d", "vnet3d"):
-        assert stages[f"train_{model}"].data.tags["init_from"] == f"models/pretrain_{model}/encoder.pt"
+        assert stages[f"train_{model}@0"].data.tags["init_from"] == f"models/pretrain_{model}/encoder.pt"
+        assert stages[f"train_{model}@0"].data.tags["plan_overrides"] == "none"
+        assert stages[f"train_{model}@0"].data.params["model.widths"] == "[4, 8]"
+        assert stages[f"train_{model}@0"].data.params["train.fold"] == "0"
 
 
 def test_natural_pipeline_is_separate_and_prepares_the_scenes(tmp_path):

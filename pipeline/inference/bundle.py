@@ -18,6 +18,7 @@ from torch import nn
 from pipeline.config import ModelSettings, PreprocessSettings
 from pipeline.data.labels import LabelRegistry
 from pipeline.errors import InvalidInputError
+from pipeline.inference.postprocess import PostprocessingDecision
 from pipeline.models import build_model
 from pipeline.preprocess.intensity import IntensityStats
 from pipeline.preprocess.run import Plan
@@ -36,6 +37,7 @@ class ModelBundle:
     modalities: tuple[str, ...]
     patch_size: tuple[int, ...]
     context_slices: int
+    postprocessing: PostprocessingDecision = PostprocessingDecision(False, ())
 
     @property
     def num_classes(self) -> int:
@@ -80,6 +82,9 @@ def load_bundle(folder: Path, device: torch.device) -> ModelBundle:
         tuple(card["modalities"]),
         tuple(int(p) for p in card["patch_size"]),
         int(card.get("context_slices", 0)),
+        PostprocessingDecision.from_json(card["postprocessing"])
+        if card.get("postprocessing")
+        else PostprocessingDecision(False, ()),
     )
 
 

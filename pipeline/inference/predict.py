@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from pipeline.config import InferSettings
 from pipeline.data.labels import LabelRegistry
 from pipeline.devices import amp_dtype_for, pick_device
+from pipeline.errors import ConfigError
 from pipeline.inference.bundle import ModelBundle, check_compatible, load_bundle
+from pipeline.inference.postprocess import PostprocessingDecision, apply_postprocessing
 from pipeline.inference.sliding import predict_volume_mirrored
 from pipeline.preprocess.geometry import restore_argmax, restore_probabilities
 from pipeline.preprocess.run import transform_case
@@ -36,24 +38,35 @@ class Predictor:
     device: torch.device  # where windows run
     stitch_device: torch.device  # where windows are blended
     amp_dtype: torch.dtype | None
+    decision: PostprocessingDecision | None = None  # cross-validation's, when the models came from decisions.json
 
     @property
     def labels(self) -> LabelRegistry:
         return self.bundles[0].labels
 
 
-def load_predictor(settings: InferSettings) -> Predictor:
-    """Load every model folder of ``settings.models`` and pick devices.
+def load_predictor(settings: InferSettings, decisions: Path | None = None) -> Predictor:
+    """Load every model folder of ``settings.models`` (``auto``: the models cross-validation chose, from ``decisions``)
+    and pick devices.
 
     Raises:
-        InvalidInputError: a model folder cannot be loaded, or the models disagree on labels/modalities.
+        InvalidInputError: a model folder or the decisions cannot be loaded, or the models disagree on labels/modalities.
         ConfigError: ``cuda`` requested without a GPU.
     """
     device = pick_device(settings.device, key="infer.device")
     stitch = device if settings.stitch_device == "auto" else pick_device(settings.stitch_device, key="infer.stitch_device")
-    bundles = [load_bundle(folder, device) for folder in settings.models]
+    decision, folders = None, settings.models
+    if folders == "auto":
+        from pipeline.crossval.decisions import read_decisions
+
+        if decisions is None:
+            raise ConfigError("infer.models=auto needs the cross-validation decisions file (crossval.decisions)")
+        chosen = read_decisions(decisions)
+        decision, folders = chosen.postprocessing_decision, chosen.models
+        settings = settings.model_copy(update={"models": tuple(folders)})
+    bundles = [load_bundle(folder, device) for folder in folders]
     check_compatible(bundles)
-    return Predictor(tuple(bundles), settings, device, stitch, amp_dtype_for(settings.amp, device))
+    return Predictor(tuple(bundles), settings, device, stitch, amp_dtype_for(settings.amp, device), decision)
 
 
 def predict_scan(predictor: Predictor, image: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -80,7 +93,13 @@ def predict_scan(predictor: Predictor, image: np.ndarray, affine: np.ndarray) ->
         for record, probabilities in zip(records, coarse):
             summed = restore_probabilities(probabilities, record, summed)
         label = summed.argmax(axis=0).astype(np.uint8 if predictor.labels.num_classes <= 256 else np.uint16)
-    return keep_largest_components(label, predictor.labels, predictor.settings.largest_component)
+    return apply_postprocessing(label, postprocessing_for(predictor))
+
+
+def restored_probabilities(predictor: Predictor, bundle: ModelBundle, image: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """One model's class probabilities (C, x, y, z) on the scan's own grid (cross-validation compares models there)."""
+    record, prepared, _ = transform_case(image, affine, None, bundle.plan)
+    return restore_probabilities(predict_probabilities(predictor, bundle, prepared), record)
 
 
 def predict_probabilities(predictor: Predictor, bundle: ModelBundle, prepared: np.ndarray) -> np.ndarray:
@@ -100,28 +119,19 @@ def predict_probabilities(predictor: Predictor, bundle: ModelBundle, prepared: n
     return probabilities.cpu().numpy()
 
 
-def keep_largest_components(label: np.ndarray, registry: LabelRegistry, organs: tuple[str, ...]) -> np.ndarray:
-    """Keep only the largest 3D connected component (26-connectivity) of each named organ; the rest becomes background.
-
-    (scipy's ``ndimage.label``; MONAI's ``KeepLargestConnectedComponent`` needs scikit-image, which we do not install.)
-    Organ names absent from ``registry`` are skipped with a warning (the default names liver and
-    spleen; a dataset without them is not an error). Paired organs (kidneys) should not be listed.
-    """
-    by_name = {lab.name.lower(): lab.value for lab in registry.foreground()}
-    values = [by_name[name.lower()] for name in organs if name.lower() in by_name]
-    unknown = [name for name in organs if name.lower() not in by_name]
+def postprocessing_for(predictor: Predictor) -> PostprocessingDecision:
+    """``infer.largest_component``: ``auto`` takes cross-validation's decision when the models came from it, else what
+    every model of the ensemble decided on its held-out cases (foreground step if all chose it; the classes all chose);
+    a list of class names applies to those classes."""
+    chosen = predictor.settings.largest_component
+    if chosen == "auto" and predictor.decision is not None:
+        return predictor.decision
+    if chosen == "auto":
+        decisions = [b.postprocessing for b in predictor.bundles]
+        classes = set.intersection(*(set(d.classes) for d in decisions))
+        return PostprocessingDecision(all(d.foreground for d in decisions), tuple(sorted(classes)))
+    by_name = {lab.name.lower(): lab.value for lab in predictor.labels.foreground()}
+    unknown = [name for name in chosen if name.lower() not in by_name]
     if unknown:
         print(f"warning: infer.largest_component: {unknown} not among the labels {sorted(by_name)}; skipped", file=sys.stderr)
-    if not values:
-        return label
-    out = label.copy()
-    for value in values:
-        mask = label == value
-        if not mask.any():
-            continue
-        box = ndimage.find_objects(mask.view(np.uint8))[0]  # work inside the organ's bounding box only
-        components, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
-        if count > 1:
-            largest = int(np.bincount(components.ravel())[1:].argmax()) + 1
-            out[box][(components > 0) & (components != largest)] = 0
-    return out
+    return PostprocessingDecision(False, tuple(by_name[n.lower()] for n in chosen if n.lower() in by_name))

@@ -38,7 +38,7 @@ def infer_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
     out_dir = Path(cfg.infer.out_dir)
     cases = dataset.split("test")
     refuse_existing([out_dir / f"{c.case_id}.nii.gz" for c in cases], overwrite)
-    predictor = load_predictor(cfg.infer)
+    predictor = load_predictor(cfg.infer, cfg.crossval.decisions)
     seconds, problems = {}, []
     for case in tqdm(cases, desc="infer", unit="case", disable=None):
         start = time.perf_counter()
@@ -74,6 +74,7 @@ def predict_path(
     naming: Naming = "anonymous",
     series_uid: str | None = None,
     overwrite: bool = False,
+    decisions: Path | None = None,
 ) -> dict[str, list[Path]]:
     """Segment a NIfTI file, a folder of NIfTI files, or a DICOM series folder, and export for the viewers.
 
@@ -91,7 +92,7 @@ def predict_path(
     sources = discover_scans(input_path, naming, series_uid)
     output_dir = Path(output_dir)
     refuse_existing([output_dir / s.name for s in sources], overwrite)
-    predictor = load_predictor(settings)
+    predictor = load_predictor(settings, decisions)
     channels = len(predictor.bundles[0].modalities)
     model_names = tuple(Path(b.folder).name for b in predictor.bundles)
     written, problems = {}, []

@@ -12,7 +12,8 @@ from pipeline.config import InferSettings
 from pipeline.data.labels import LabelRegistry
 from pipeline.evaluation.metrics import dice_per_class
 from pipeline.inference.bundle import ModelBundle
-from pipeline.inference.predict import Predictor, keep_largest_components, predict_scan
+from pipeline.inference.postprocess import PostprocessingDecision, apply_postprocessing
+from pipeline.inference.predict import Predictor, postprocessing_for, predict_scan
 from pipeline.inference.sliding import predict_volume_mirrored
 from tests.inference.oracle import LABELS, oblique_lps_affine, oracle_plan, oracle_predictor, oracle_scan
 
@@ -96,16 +97,24 @@ def test_mirroring_averages_the_flipped_predictions():
     assert not torch.allclose(plain[1], mirrored[1])
 
 
-def test_largest_component_is_kept_only_for_the_listed_organs():
+def test_largest_component_is_kept_for_the_named_classes_or_where_every_model_decided_it():
+    from types import SimpleNamespace
+
     label = np.zeros((20, 20, 10), dtype=np.uint8)
     label[1:8, 1:8, 1:8] = 1  # liver, large
     label[15:17, 15:17, 2:4] = 1  # liver, stray island
-    label[10:13, 1:4, 1:4] = 2  # spleen (kept: one component)
+    label[10:13, 1:4, 1:4] = 2  # spleen
     label[1:3, 15:17, 5:7] = 2  # a second spleen island
     registry = LabelRegistry.from_mapping(LABELS)
-    kept = keep_largest_components(label, registry, ("liver",))
-    assert (kept[15:17, 15:17, 2:4] == 0).all()
-    assert (kept[1:8, 1:8, 1:8] == 1).all()
-    assert (kept == 2).sum() == (label == 2).sum()  # spleen not listed: untouched
-    both = keep_largest_components(label, registry, ("liver", "spleen", "pancreas"))
+
+    def predictor(choice, *decisions):
+        bundles = tuple(SimpleNamespace(labels=registry, postprocessing=d) for d in decisions or [None])
+        return Predictor(bundles, InferSettings(largest_component=choice), None, None, None)
+
+    kept = apply_postprocessing(label, postprocessing_for(predictor(("liver",))))
+    assert (kept[15:17, 15:17, 2:4] == 0).all() and (kept[1:8, 1:8, 1:8] == 1).all()
+    assert (kept == 2).sum() == (label == 2).sum()  # spleen not named: untouched
+    both = apply_postprocessing(label, postprocessing_for(predictor(("liver", "spleen", "pancreas"))))
     assert (both[1:3, 15:17, 5:7] == 0).all() and (both[10:13, 1:4, 1:4] == 2).all()
+    auto = postprocessing_for(predictor("auto", PostprocessingDecision(False, (1, 2)), PostprocessingDecision(True, (1,))))
+    assert auto == PostprocessingDecision(False, (1,))  # only what every model of the ensemble chose
