@@ -22,7 +22,10 @@ def _run(cmd, cwd):
     return result.stdout + result.stderr
 
 
-def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
+    """The CT phantom at 8 x 8 x 10 mm (a recorded spacing override) and the brain MR phantom at its own 1 mm, planned
+    with nothing set but the tiny profile."""
     project = tmp_path / "project"
     project.mkdir()
     for name in ("pipeline", "configs"):
@@ -33,7 +36,10 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
     params["synth"].update(
         n_labeled=3, n_test=1, n_unlabeled=1, matrix=64, inplane_spacing_mm=[5.2, 5.6], slice_spacing_mm=[8.0, 10.0]
     )
-    params["preprocess"]["spacing_mm"] = [8.0, 8.0, 10.0]
+    if modality == "CT":
+        params["preprocess"]["spacing_mm"] = [8.0, 8.0, 10.0]
+    else:
+        params["synth"].update(modality="MR", matrix=40)
     params["plan"]["profile"] = "tiny"  # two-stage networks of widths 4 and 8, two steps
     params["crossval"]["folds"] = 3  # three labelled cases
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -61,16 +67,22 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
     for stage in stages:
         assert f"Running stage '{stage}'" in first
     manifest = json.loads((project / "data" / "preprocessed" / "fullres" / "dataset.json").read_text())
-    plans = json.loads((project / "reports" / "plan" / "plans.json").read_text())
-    assert plans["profile"] == "tiny" and plans["overrides"] == {"preprocess.spacing_mm": "[8.0, 8.0, 10.0]"}
     assert len(manifest["cases"]) == 5
+    plans = json.loads((project / "reports" / "plan" / "plans.json").read_text())
+    assert plans["profile"] == "tiny" and plans["modalities"] == [modality]
+    if modality == "CT":
+        assert plans["overrides"] == {"preprocess.spacing_mm": "[8.0, 8.0, 10.0]"}
+    else:
+        assert plans["overrides"] == {} and plans["fullres_spacing"] == [1.0, 1.0, 1.0]
+        assert plans["normalisation"][0]["scheme"] == "zscore" and manifest["labels"]["2"] == "ventricles"
     assert json.loads((project / "reports" / "verify.json").read_text())["num_errors"] == 0
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(stages)
     for model in ("unet2d", "vnet3d"):
         assert (project / "models" / model / "fold_0" / "model.pt").is_file()
     splits = json.loads((project / "reports" / "crossval" / "splits.json").read_text())
-    assert len(splits) == 3 and sorted(c for f in splits for c in f["val"]) == [f"phantom_{i:03d}" for i in range(3)]
+    prefix = "phantom" if modality == "CT" else "brain"
+    assert len(splits) == 3 and sorted(c for f in splits for c in f["val"]) == [f"{prefix}_{i:03d}" for i in range(3)]
     decisions = json.loads((project / "reports" / "crossval" / "decisions.json").read_text())
     assert decisions["cases"] == 1 and decisions["folds"] == [0]
     assert set(decisions["scores"]) == {"unet2d", "vnet3d", "unet2d+vnet3d", "chosen+postprocessing"}
@@ -81,7 +93,7 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
     assert "reports/train_unet2d/fold_0/metrics.json" in shown and "val_dice_mean" in shown
     assert "reports/train_vnet3d/fold_0/metrics.json" in shown
     assert "reports/evaluate/metrics.json" in shown and "hd95_mm_mean" in shown
-    _assert_exports_lie_on_the_test_scans(project)
+    _assert_exports_lie_on_the_test_scans(project, f"{prefix}_test_000")
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], project))
     assert any("train_loss" in json.dumps(value) for value in plots.values())
     _assert_mlflow_runs(project)
@@ -91,18 +103,15 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path):
     assert "up to date" in second
 
 
-def _assert_exports_lie_on_the_test_scans(project):
+def _assert_exports_lie_on_the_test_scans(project, case):
     import nibabel as nib
     import numpy as np
 
-    scan = nib.load(project / "data" / "phantom" / "imagesTs" / "phantom_test_000.nii.gz")
-    for path in (
-        project / "predictions" / "phantom_test_000.nii.gz",
-        project / "exports" / "phantom_test_000" / "phantom_test_000_seg.nii.gz",
-    ):
+    scan = nib.load(project / "data" / "phantom" / "imagesTs" / f"{case}.nii.gz")
+    for path in (project / "predictions" / f"{case}.nii.gz", project / "exports" / case / f"{case}_seg.nii.gz"):
         mask = nib.load(path)
         assert mask.shape == scan.shape and np.allclose(mask.affine, scan.affine, atol=1e-5)
-    assert (project / "exports" / "phantom_test_000" / "phantom_test_000.seg.nrrd").is_file()
+    assert (project / "exports" / case / f"{case}.seg.nrrd").is_file()
     assert (project / "reports" / "evaluate" / "details" / "qc" / "index.html").is_file()
 
 

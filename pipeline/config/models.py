@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
 from pipeline.config.base import Section
+from pipeline.config.network_topology import resolve_topology, total_stride
 
 Sizes = tuple[tuple[int, ...], ...]
 
 
+def check_topology(pools: Sizes | None, kernels: Sizes | None, num_stages: int, dims: int) -> None:
+    """Planned pools and kernels: one entry per stage, one size per axis, no pooling at stage 0, odd kernels.
+
+    Raises:
+        ValueError: naming what is wrong.
+    """
+    resolve_topology(num_stages, dims, pools, kernels, 3)
+
+
 def stride_product(pools: Sizes | None, num_stages: int, dims: int) -> tuple[int, ...]:
     """Per-axis total stride of a U-Net/V-Net: the product of ``pools`` (default: 2 per stage on every axis)."""
-    if not pools:
-        return (2 ** (num_stages - 1),) * dims
-    return tuple(math.prod(p[a] for p in pools) for a in range(dims))
+    return total_stride(resolve_topology(num_stages, dims, pools, None, 3)[0])
 
 
 class UNet2dSettings(Section):
@@ -36,6 +43,11 @@ class UNet2dSettings(Section):
     @property
     def divisor(self) -> tuple[int, ...]:
         return stride_product(self.pools, len(self.widths), 2)
+
+    @model_validator(mode="after")
+    def _check_topology(self) -> UNet2dSettings:
+        check_topology(self.pools, self.kernels, len(self.widths), 2)
+        return self
 
 
 class VNet3dSettings(Section):
@@ -67,6 +79,7 @@ class VNet3dSettings(Section):
             raise ValueError(f"convs {list(self.convs)} needs one entry per width {list(self.widths)}")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        check_topology(self.pools, self.kernels, len(self.widths), 3)
         return self
 
 
@@ -103,6 +116,7 @@ class AutoencoderSettings(Section):
             raise ValueError(f"convs {list(self.convs)} needs one entry per width {list(self.widths)}")
         if self.encoder == "vnet3d" and self.context_slices:
             raise ValueError("context_slices applies to the 2D (unet2d) encoder only")
+        check_topology(self.pools, self.kernels, len(self.widths), self.spatial_dims)
         return self
 
 

@@ -7,23 +7,19 @@ so a new scan is prepared exactly like the training scans.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
-from pipeline.config import ModelSettings, PreprocessSettings
 from pipeline.data.labels import LabelRegistry
 from pipeline.errors import InvalidInputError
 from pipeline.inference.postprocess import PostprocessingDecision
+from pipeline.modelcard import read_model_card
 from pipeline.models import build_model
 from pipeline.preprocess.intensity import IntensityStats
 from pipeline.preprocess.run import Plan
-
-CARD_KEYS = ("model", "in_channels", "num_classes", "labels", "modalities", "patch_size", "target_spacing", "preprocess")
 
 
 @dataclass(frozen=True)
@@ -52,54 +48,26 @@ def load_bundle(folder: Path, device: torch.device) -> ModelBundle:
             (missing/unexpected/mis-shaped weights are listed), or a card without intensity statistics.
     """
     folder = Path(folder)
-    card = _read_card(folder / "model_card.json")
-    try:
-        settings = TypeAdapter(ModelSettings).validate_python(card["model"])
-        preprocess = PreprocessSettings.model_validate(card["preprocess"])
-    except ValidationError as exc:
-        raise InvalidInputError(folder / "model_card.json", f"invalid model or preprocess section: {exc}") from None
-    network = build_model(settings, int(card["in_channels"]), int(card["num_classes"]))
+    card = read_model_card(folder / "model_card.json")
+    network = build_model(card.model, card.in_channels, card.num_classes)
     _load_weights(network, folder / "model.pt")
-    labels = LabelRegistry.from_mapping({int(k): v for k, v in card["labels"].items()})
-    is_ct = str(card["modalities"][0]).upper() == "CT"
-    if is_ct and preprocess.ct_normalisation == "percentile" and not card.get("intensity"):
+    labels = LabelRegistry.from_mapping({int(k): v for k, v in card.labels.items()})
+    if card.is_ct and card.preprocess.ct_normalisation == "percentile" and not card.intensity:
         raise InvalidInputError(folder / "model_card.json", "no 'intensity' statistics (trained by an older segpipe; retrain)")
     plan = Plan(
-        preprocess,
-        tuple(float(s) for s in card["target_spacing"]),
-        IntensityStats(**card["intensity"]) if is_ct and card.get("intensity") else None,
-        is_ct,
+        card.preprocess,
+        card.target_spacing,
+        IntensityStats(**card.intensity) if card.is_ct and card.intensity else None,
+        card.is_ct,
         frozenset(labels.values),
         labels.num_classes,
         folder,
-        str(card.get("preprocess_config_digest", "")),
+        card.preprocess_config_digest,
     )
+    decision = PostprocessingDecision.from_json(card.postprocessing) if card.postprocessing else PostprocessingDecision(False, ())
     return ModelBundle(
-        folder,
-        network.to(device).eval(),
-        plan,
-        labels,
-        tuple(card["modalities"]),
-        tuple(int(p) for p in card["patch_size"]),
-        int(card.get("context_slices", 0)),
-        PostprocessingDecision.from_json(card["postprocessing"])
-        if card.get("postprocessing")
-        else PostprocessingDecision(False, ()),
+        folder, network.to(device).eval(), plan, labels, card.modalities, card.patch_size, card.context_slices, decision
     )
-
-
-def _read_card(path: Path) -> dict:
-    try:
-        card = json.loads(path.read_text())
-    except FileNotFoundError:
-        reason = "no model card; a model folder holds model.pt and model_card.json from `segpipe train`"
-        raise InvalidInputError(path, reason) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(path, f"unreadable model card ({exc})") from None
-    missing = [key for key in CARD_KEYS if key not in card]
-    if missing:
-        raise InvalidInputError(path, f"model card lacks {missing}")
-    return card
 
 
 def _load_weights(network: nn.Module, path: Path) -> None:

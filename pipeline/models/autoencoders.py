@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.config.network_topology import Sizes, resolve_topology, total_stride
 from pipeline.models.layers import norm_layer
-from pipeline.models.topology import Sizes, resolve_topology, total_stride
 from pipeline.models.unet2d import UNetEncoder2d
 from pipeline.models.vnet3d import VNetEncoder3d
 

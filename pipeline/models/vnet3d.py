@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.config.network_topology import Sizes, resolve_topology, same_padding, total_stride
 from pipeline.models.layers import norm_layer
-from pipeline.models.topology import Sizes, resolve_topology, same_padding, total_stride
 
 
 class ResidualStage3d(nn.Module):

@@ -12,6 +12,7 @@ import yaml
 from pipeline.data.labels import LabelRegistry
 from pipeline.evaluation.figures import save_natural_overlay, save_overlay, save_reconstruction_grid, save_training_curves
 from pipeline.io_utils import atomic_path, write_json_atomic
+from pipeline.modelcard import ModelCard, PlannedConfiguration, write_model_card
 from pipeline.tracking.mlflow_run import RunTracker, git_commit, run_tags
 from pipeline.training.checkpoint import flatten, save_state_dict
 from pipeline.training.setup import TrainingRun
@@ -49,11 +50,10 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test
         **test,
     }
     save_state_dict(out_dir / "model.pt", run.bare_model)
-    card = model_card(run, best_epoch, metrics)
-    if postprocessing is not None:
-        card["postprocessing"] = postprocessing.to_json()
-        tracker.set_tags({"postprocessing": str(postprocessing.to_json())})
-    write_json_atomic(out_dir / "model_card.json", card)
+    decision = postprocessing.to_json() if postprocessing is not None else None
+    if decision is not None:
+        tracker.set_tags({"postprocessing": str(decision)})
+    write_model_card(model_card(run, best_epoch, metrics, postprocessing=decision), out_dir / "model_card.json")
     write_json_atomic(reports / "metrics.json", metrics)
     write_json_atomic(reports / "details" / "history.json", state.history)
     write_plot_files(state.history, reports / "plots")
@@ -94,49 +94,47 @@ def write_plot_files(history: list[dict], folder: Path) -> None:
     write_json_atomic(folder / "validation.json", validated)
 
 
-def model_card(run: TrainingRun, best_epoch: int, metrics: dict) -> dict:
+def model_card(run: TrainingRun, best_epoch: int, metrics: dict, **extra) -> ModelCard:
     """What inference needs to rebuild and apply the network, plus provenance and intended use."""
     import monai
 
-    return {
-        "model": run.cfg.model.model_dump(mode="json"),
-        "in_channels": run.in_channels,
-        "num_classes": run.manifest.num_classes,
-        "labels": {str(k): v for k, v in run.manifest.labels.items()},
-        "modalities": run.manifest.modalities,
-        "patch_size": list(run.cfg.train.patch_size),
-        "context_slices": run.cfg.model.context_slices,
-        "target_spacing": list(run.manifest.target_spacing),
-        "preprocess": {**run.cfg.preprocess.model_dump(mode="json"), "spacing_mm": list(run.manifest.target_spacing)},
-        "plan": _planned_configuration(run),
-        "plan_overrides": run.plan_overrides,
-        "intensity": _intensity_statistics(run.manifest.root),
-        "preprocess_config_digest": run.manifest.config_digest,
-        "data_fingerprint": run.data_fingerprint,
-        "best_epoch": best_epoch,
-        "metrics": {k: v for k, v in metrics.items() if any(m in k for m in ("dice", "miou", "pixel_accuracy"))},
-        "versions": {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version()},
-        "git_commit": git_commit(),
-        "intended_use": "Research on phantom/CT segmentation. Not a medical device; not for clinical decisions.",
-    }
+    return ModelCard(
+        model=run.cfg.model,
+        in_channels=run.in_channels,
+        num_classes=run.manifest.num_classes,
+        labels={str(k): v for k, v in run.manifest.labels.items()},
+        modalities=tuple(run.manifest.modalities),
+        patch_size=tuple(run.cfg.train.patch_size),
+        context_slices=run.cfg.model.context_slices,
+        target_spacing=tuple(run.manifest.target_spacing),
+        preprocess=run.cfg.preprocess.model_copy(update={"spacing_mm": tuple(run.manifest.target_spacing)}),
+        intensity=_intensity_statistics(run.manifest.root),
+        plan=_planned_configuration(run),
+        plan_overrides=run.plan_overrides,
+        preprocess_config_digest=run.manifest.config_digest,
+        data_fingerprint=run.data_fingerprint,
+        best_epoch=best_epoch,
+        metrics={k: v for k, v in metrics.items() if any(m in k for m in ("dice", "miou", "pixel_accuracy", "mse"))},
+        versions={"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version()},
+        git_commit=git_commit(),
+        **extra,
+    )
 
 
-def _planned_configuration(run: TrainingRun) -> dict | None:
+def _planned_configuration(run: TrainingRun) -> PlannedConfiguration | None:
     """The plan configuration this model was trained with (``None`` without a plan)."""
     if not run.cfg.plan.configuration:
         return None
     from pipeline.planning.plans import read_plans
 
     plans = read_plans(run.cfg.plan.file)
-    return {
-        "configuration": plans.configuration(run.cfg.plan.configuration).model_dump(mode="json"),
-        "profile": plans.profile,
-        "normalisation": [n.model_dump(mode="json") for n in plans.normalisation],
-    }
+    return PlannedConfiguration(
+        configuration=plans.configuration(run.cfg.plan.configuration), profile=plans.profile, normalisation=plans.normalisation
+    )
 
 
 def _intensity_statistics(preprocessed_root: Path) -> dict | None:
-    """The fingerprint's CT intensity statistics (``None`` for MR), so inference normalises new scans identically."""
+    """The CT intensity statistics preprocessing used (``None`` for MR), so inference normalises new scans identically."""
     import json
 
     return json.loads((Path(preprocessed_root) / "fingerprint.json").read_text()).get("intensity")
@@ -179,13 +177,8 @@ def finalize_pretraining(run: TrainingRun, state, tracker: RunTracker, best_epoc
     }
     save_encoder(out_dir / "encoder.pt", run.bare_model)
     save_state_dict(out_dir / "autoencoder.pt", run.bare_model)
-    card = {
-        **model_card(run, best_epoch, metrics),
-        "metrics": metrics,
-        "transfer": "encoder.pt loads into a model.name="
-        f"{run.cfg.model.encoder} network with the same widths/norm (train.init_from)",
-    }
-    write_json_atomic(out_dir / "model_card.json", card)
+    transfer = f"encoder.pt loads into a model.name={run.cfg.model.encoder} network with the same topology (train.init_from)"
+    write_model_card(model_card(run, best_epoch, metrics, transfer=transfer), out_dir / "model_card.json")
     write_json_atomic(reports / "metrics.json", metrics)
     write_json_atomic(reports / "details" / "history.json", state.history)
     loss_series = [

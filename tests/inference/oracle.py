@@ -8,7 +8,6 @@ inversion comes from the inversion alone.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from pipeline.config import InferSettings, PreprocessSettings, UNet2dSettings
 from pipeline.data.labels import LabelRegistry
 from pipeline.inference.bundle import ModelBundle
 from pipeline.inference.predict import Predictor
+from pipeline.modelcard import ModelCard, write_model_card
 from pipeline.models import build_model
 from pipeline.preprocess.geometry import ras_spacing
 from pipeline.preprocess.run import Plan
@@ -87,17 +87,15 @@ def write_tiny_model(folder: Path, seed: int = 0) -> Path:
     network = build_model(settings, 1, 3)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(network.state_dict(), folder / "model.pt")
-    card = {
-        "model": settings.model_dump(mode="json"),
-        "in_channels": 1,
-        "num_classes": 3,
-        "labels": {str(k): v for k, v in LABELS.items()},
-        "modalities": ["CT"],
-        "patch_size": [32, 32],
-        "context_slices": 0,
-        "target_spacing": [3.0, 3.0, 4.0],
-        "preprocess": PreprocessSettings(ct_normalisation="window", spacing_mm=(3.0, 3.0, 4.0)).model_dump(mode="json"),
-        "intensity": None,
-    }
-    (folder / "model_card.json").write_text(json.dumps(card))
+    card = ModelCard(
+        model=settings,
+        in_channels=1,
+        num_classes=3,
+        labels={str(k): v for k, v in LABELS.items()},
+        modalities=("CT",),
+        patch_size=(32, 32),
+        target_spacing=(3.0, 3.0, 4.0),
+        preprocess=PreprocessSettings(ct_normalisation="window", spacing_mm=(3.0, 3.0, 4.0)),
+    )
+    write_model_card(card, folder / "model_card.json")
     return folder

@@ -1,4 +1,5 @@
-"""Per-stage, per-axis pooling and kernel sizes of the U-Net and V-Net (what the planner decides).
+"""Per-stage, per-axis pooling and kernel sizes of the U-Net and V-Net (what the planner decides), torch-free so that
+config validation and the networks share one check.
 
 ``pools[i]`` is the stride leading into stage ``i`` (``pools[0]`` is all ones); ``kernels[i]`` is the
 convolution size inside stage ``i``. ``None`` keeps the classic network: stride 2 on every axis

@@ -1,0 +1,89 @@
+"""The model card: one typed object beside every trained network (``model_card.json``).
+
+Training writes it (:func:`write_model_card`), inference reads it (:func:`read_model_card`): how to
+rebuild the network, how the training scans were preprocessed (so a new scan is prepared the same
+way), the plan it was trained with and every explicit override of it, the postprocessing its
+held-out cases support, provenance and intended use. Nothing else builds or parses the card.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.config import ModelSettings, PreprocessSettings
+from pipeline.errors import InvalidInputError
+from pipeline.io_utils import write_json_atomic
+from pipeline.planning.plans import ChannelNormalisation, ConfigurationPlan
+
+INTENDED_USE = "Research on phantom/CT/MR segmentation. Not a medical device; not for clinical decisions."
+
+
+class PlannedConfiguration(BaseModel):
+    """The plan configuration a network was trained with, and the profile and normalisation around it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    configuration: ConfigurationPlan
+    profile: str
+    normalisation: tuple[ChannelNormalisation, ...]
+
+
+class ModelCard(BaseModel):
+    """What inference needs to rebuild and apply a network, plus provenance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelSettings
+    in_channels: int
+    num_classes: int
+    labels: dict[str, str]
+    modalities: tuple[str, ...]
+    patch_size: tuple[int, ...]
+    context_slices: int = 0
+    target_spacing: tuple[float, float, float]
+    preprocess: PreprocessSettings
+    intensity: dict[str, float] | None = Field(None, description="CT foreground statistics used to normalise")
+    plan: PlannedConfiguration | None = None
+    plan_overrides: dict[str, str] = Field(default_factory=dict)
+    postprocessing: dict | None = Field(None, description="largest-component decision on the held-out cases")
+    preprocess_config_digest: str = ""
+    data_fingerprint: str = ""
+    best_epoch: int = 0
+    metrics: dict[str, float | str | int] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    git_commit: str = "unknown"
+    transfer: str | None = None
+    intended_use: str = INTENDED_USE
+
+    @property
+    def is_ct(self) -> bool:
+        return str(self.modalities[0]).upper() == "CT"
+
+
+def write_model_card(card: ModelCard, path: Path) -> None:
+    """Write ``model_card.json`` atomically."""
+    write_json_atomic(Path(path), card.model_dump(mode="json"))
+
+
+def read_model_card(path: Path) -> ModelCard:
+    """Read and validate ``model_card.json``.
+
+    Raises:
+        InvalidInputError: missing, unreadable, or not a valid card (the invalid keys are named).
+    """
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        reason = "no model card; a model folder holds model.pt and model_card.json from `segpipe train`"
+        raise InvalidInputError(path, reason) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(path, f"unreadable model card ({exc})") from None
+    try:
+        return ModelCard.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidInputError(path, f"invalid model card: {problems}") from None
