@@ -24,7 +24,7 @@ import torch
 
 from pipeline.config import PipelineConfig
 from pipeline.data.layout import load_dataset
-from pipeline.preprocess.fingerprint import compute_fingerprint
+from pipeline.planning.run import plan_dataset
 from pipeline.preprocess.run import make_plan, preprocess_case
 
 
@@ -84,17 +84,24 @@ def main() -> None:
             ),
             num_workers=2,
         )
-    cfg = PipelineConfig()
-    spacing = cfg.preprocess.spacing_mm
     dataset = load_dataset(args.data)
     cases = dataset.split("train")[: args.cases]
-    transform = monai_chain(spacing)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg.preprocess.out_dir = Path(tmp)
+        cfg = PipelineConfig.model_validate(
+            {
+                "base": {"num_workers": 0},
+                "data": {"root": str(args.data)},
+                "plan": {"file": f"{tmp}/plan/plans.json"},
+                "crossval": {"split_file": f"{tmp}/plan/splits.json"},
+                "preprocess": {"out_dir": tmp},
+            }
+        )
         t0 = time.perf_counter()
-        fingerprint, _ = compute_fingerprint(dataset, cfg.preprocess.ct_percentiles, 20000, 0, -500.0, 0)
+        plans = plan_dataset(cfg)  # the fingerprint, and the grid the CPU profile's 3D network trains on
         fingerprint_s = time.perf_counter() - t0
-        plan = make_plan(dataset, cfg.preprocess, fingerprint)
+        spacing = plans.configuration("3d").spacing
+        transform = monai_chain(spacing)
+        plan = make_plan(dataset, cfg.preprocess, plans, spacing, Path(tmp))
         rows = []
         for case in cases:
             t0 = time.perf_counter()

@@ -24,6 +24,14 @@ import torch
 
 from pipeline.config import load_config, with_base_config
 from pipeline.data.layout import load_dataset
+from pipeline.planning.resolve import apply_plan
+
+
+def _planned_spacing(cfg) -> tuple[float, float, float]:
+    """The grid the plan trains this configuration on (what segpipe's preprocessed arrays are sampled on)."""
+    from pipeline.planning.plans import read_plans
+
+    return read_plans(cfg.plan.file).configuration(cfg.plan.configuration).spacing
 
 
 def plain_monai_loader(cfg, batch_size: int):
@@ -40,7 +48,7 @@ def plain_monai_loader(cfg, batch_size: int):
             mt.LoadImaged(keys),
             mt.EnsureChannelFirstd(keys),
             mt.Orientationd(keys, axcodes="RAS"),
-            mt.Spacingd(keys, pixdim=cfg.preprocess.spacing_mm, mode=("bilinear", "nearest")),
+            mt.Spacingd(keys, pixdim=_planned_spacing(cfg), mode=("bilinear", "nearest")),
             mt.ScaleIntensityRanged("image", a_min=-160, a_max=240, b_min=0.0, b_max=1.0, clip=True),
             mt.CropForegroundd(keys, source_key="image", allow_smaller=True),
             mt.SpatialPadd(keys, spatial_size=crop),
@@ -111,9 +119,11 @@ def main() -> None:
     rows = []
     for name in args.models:
         for amp in args.amp:
-            cfg = load_config(
-                with_base_config([Path(f"configs/{name}.yaml"), *args.extra_config]),
-                ["train.init_from=null", *(["model.context_slices=0"] if name == "unet2d" else [])],
+            cfg, _ = apply_plan(
+                load_config(
+                    with_base_config([Path(f"configs/{name}.yaml"), *args.extra_config]),
+                    ["train.init_from=null", *(["model.context_slices=0"] if name == "unet2d" else [])],
+                )
             )
             cfg.train.amp, cfg.tracking.enabled = amp, False
             engine = time_engine(cfg, args.steps)

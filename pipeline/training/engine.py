@@ -18,10 +18,13 @@ import torch
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import SegPipeError
+from pipeline.planning.resolve import apply_plan, with_fold_folders
 from pipeline.training.checkpoint import check_resume_fingerprint, load_checkpoint, save_checkpoint
 from pipeline.training.distributed import all_reduce_sum, barrier, broadcast_flag, shutdown
+from pipeline.training.finalize import start_tracking
+from pipeline.training.run import TrainingRun
 from pipeline.training.schedule import learning_rate, set_learning_rate
-from pipeline.training.setup import TrainingRun, build_run, checkpoint_paths
+from pipeline.training.setup import build_run, checkpoint_paths
 
 
 class TrainingDivergedError(SegPipeError):
@@ -62,9 +65,6 @@ def train_model(cfg: PipelineConfig, stage: str = "train") -> dict:
         ResumeRefusedError: ``train.resume`` with a checkpoint from different settings.
         TrainingDivergedError: the loss became NaN/Inf; checkpoints on disk are left untouched.
     """
-    from pipeline.planning.resolve import apply_plan, with_fold_folders
-    from pipeline.training.finalize import start_tracking
-
     cfg, overrides = apply_plan(cfg)
     cfg = with_fold_folders(cfg)
     run = build_run(cfg)

@@ -15,7 +15,8 @@ from pipeline.io_utils import atomic_path, write_json_atomic
 from pipeline.modelcard import ModelCard, PlannedConfiguration, write_model_card
 from pipeline.tracking.mlflow_run import RunTracker, git_commit, run_tags
 from pipeline.training.checkpoint import flatten, save_state_dict
-from pipeline.training.setup import TrainingRun
+from pipeline.training.run import TrainingRun
+from pipeline.training.transfer import save_encoder
 
 TRACKED_SECTIONS = ("base", "plan", "preprocess", "model", "loss", "augment", "train")
 NATURAL_MODALITIES = ["red", "green", "blue"]  # what pipeline/preprocess/natural.py writes
@@ -142,15 +143,13 @@ def _intensity_statistics(preprocessed_root: Path) -> dict | None:
 
 def write_figures(run: TrainingRun, history: list[dict], folder: Path) -> list[Path]:
     """Training curves plus one overlay per validation case (axial slice with the most foreground)."""
-    from pipeline.training.tasks import cached_case, predict_case
-
     paths = [folder / "curves.png"]
     save_training_curves(paths[0], history)
     registry = LabelRegistry.from_mapping(run.manifest.labels)
     run.model.eval()
     for entry in run.val_entries[: run.cfg.train.overlay_cases]:
-        case = cached_case(run, entry)
-        prediction = predict_case(run, case.image).argmax(0).cpu().numpy()
+        case = run.case(entry)
+        prediction = run.predict(case.image).argmax(0).cpu().numpy()
         z = int((case.label > 0).sum(axis=(0, 1)).argmax())
         path = folder / f"overlay_{case.case_id}.png"
         if run.manifest.modalities == NATURAL_MODALITIES:  # photographs: RGB, shown as they are, not radiologically
@@ -165,7 +164,6 @@ def write_figures(run: TrainingRun, history: list[dict], folder: Path) -> list[P
 def finalize_pretraining(run: TrainingRun, state, tracker: RunTracker, best_epoch: int) -> dict:
     """Write the encoder weights (the DVC output that segmentation starts from), the whole autoencoder,
     a card, metrics, plots and the reconstruction grid; log them to MLflow."""
-    from pipeline.training.transfer import save_encoder
 
     t = run.cfg.train
     out_dir, reports = Path(t.out_dir), Path(t.reports_dir)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from pipeline.devices import amp_dtype_for, pick_device
 from pipeline.io_utils import text_digest
 from pipeline.models import build_model
 from pipeline.training.augment import build_augmentation
-from pipeline.training.checkpoint import flatten, unwrap_model
+from pipeline.training.checkpoint import flatten
 from pipeline.training.data import (
     CaseArrays,
     Manifest,
@@ -32,9 +31,10 @@ from pipeline.training.data import (
 )
 from pipeline.training.distributed import DistContext, init_distributed
 from pipeline.training.losses import SegmentationLoss, unet_border_weight_map
+from pipeline.training.run import TrainingRun
 from pipeline.training.schedule import build_optimizer
 from pipeline.training.tasks import task_for
-from pipeline.training.transfer import TransferReport, load_encoder
+from pipeline.training.transfer import load_encoder
 
 # Settings that may change when resuming; everything else in these sections must match (T4).
 RESUMABLE_TRAIN_KEYS = {
@@ -52,36 +52,6 @@ RESUMABLE_TRAIN_KEYS = {
     "evaluate_test",
     "channels_last",
 }
-
-
-@dataclass
-class TrainingRun:
-    """The assembled components of one training run."""
-
-    cfg: PipelineConfig
-    ctx: DistContext
-    device: torch.device
-    manifest: Manifest
-    train_cases: list[CaseArrays]
-    val_entries: list[dict]
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    loss: SegmentationLoss | None
-    loader: DataLoader
-    dataset: PatchDataset
-    in_channels: int
-    amp_dtype: torch.dtype | None
-    scaler: torch.amp.GradScaler | None
-    fingerprint: dict[str, str]
-    data_fingerprint: str
-    task: object
-    transfer: TransferReport | None
-    cache: dict
-    plan_overrides: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def bare_model(self) -> nn.Module:
-        return unwrap_model(self.model)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -176,7 +146,6 @@ def build_run(cfg: PipelineConfig) -> TrainingRun:
         data_hash,
         task,
         transfer,
-        {},
     )
 
 

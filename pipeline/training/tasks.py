@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from pipeline.evaluation.metrics import confusion_matrix, dice_per_class, miou_and_pixel_accuracy
-from pipeline.inference.sliding import predict_volume
-from pipeline.training.data import PatchDataset, load_case
+from pipeline.training.data import PatchDataset
 from pipeline.training.distributed import all_reduce_sum
+from pipeline.training.finalize import finalize, finalize_pretraining
+from pipeline.training.run import Task, TrainingRun
 
 
 class SegmentationTask:
@@ -21,11 +22,11 @@ class SegmentationTask:
     score_key = "val_dice_mean"
     needs_labels = True
 
-    def batch_loss(self, run, batch: dict) -> torch.Tensor:
+    def batch_loss(self, run: TrainingRun, batch: dict) -> torch.Tensor:
         logits = run.model(batch["image"])
         return run.loss(logits.float(), batch["label"], batch.get("weight"))
 
-    def validate(self, run, entries: list[dict] | None = None, prefix: str = "val") -> dict:
+    def validate(self, run: TrainingRun, entries: list[dict] | None = None, prefix: str = "val") -> dict:
         """Dice per class (averaged over cases) and mIoU / pixel accuracy (over all pixels) on ``entries`` (default:
         the held-out cases), reduced over ranks."""
         entries = run.val_entries if entries is None else entries
@@ -35,8 +36,8 @@ class SegmentationTask:
         confusion = torch.zeros(classes, classes, dtype=torch.int64)
         run.model.eval()
         for entry in entries[run.ctx.rank :: run.ctx.world_size]:
-            case = cached_case(run, entry)
-            probabilities = predict_case(run, case.image)
+            case = run.case(entry)
+            probabilities = run.predict(case.image)
             if getattr(run.cfg.model, "crf", False):  # DeepLab v1's dense-CRF refinement
                 probabilities = refine_with_crf(run, case.image, probabilities)
             prediction, truth = probabilities.argmax(0).cpu(), torch.from_numpy(case.label)
@@ -51,22 +52,20 @@ class SegmentationTask:
         metrics[f"{prefix}_miou"], metrics[f"{prefix}_pixel_accuracy"] = miou_and_pixel_accuracy(confusion)
         return metrics
 
-    def finish(self, run, state, tracker, best_epoch: int) -> dict:
+    def finish(self, run: TrainingRun, state, tracker, best_epoch: int) -> dict:
         """Score the best weights on the labelled test cases; rank 0 writes model, card, reports."""
-        from pipeline.training.finalize import finalize
-
         test_entries = [e for e in run.manifest.split("test") if e.get("label")]
         test = self.validate(run, test_entries, "test") if run.cfg.train.evaluate_test and test_entries else {}
         decision = self.decide_postprocessing(run) if run.ctx.is_main else None
         return finalize(run, state, tracker, best_epoch, test, decision) if run.ctx.is_main else {}
 
-    def decide_postprocessing(self, run):
+    def decide_postprocessing(self, run: TrainingRun):
         """Largest-component postprocessing decided on the held-out validation cases with the best weights."""
         from pipeline.inference.postprocess import decide_postprocessing
 
         run.model.eval()
-        cases = [cached_case(run, entry) for entry in run.val_entries]
-        predictions = [predict_case(run, case.image).argmax(0).cpu().numpy() for case in cases]
+        cases = [run.case(entry) for entry in run.val_entries]
+        predictions = [run.predict(case.image).argmax(0).cpu().numpy() for case in cases]
         return decide_postprocessing(predictions, [case.label for case in cases], run.manifest.num_classes)
 
 
@@ -77,14 +76,14 @@ class ReconstructionTask:
     needs_labels = False
     validation_patches = 16
 
-    def batch_loss(self, run, batch: dict) -> torch.Tensor:
+    def batch_loss(self, run: TrainingRun, batch: dict) -> torch.Tensor:
         model = run.bare_model
         output = run.model(model.corrupt(batch["image"]))
         loss, _ = model.loss(batch["image"], output)
         return loss
 
     @torch.no_grad()
-    def validate(self, run) -> dict:
+    def validate(self, run: TrainingRun) -> dict:
         """Mean squared reconstruction error on the same patches of the held-out scans every time."""
         run.model.eval()
         patches = self.validation_batch(run)
@@ -97,22 +96,20 @@ class ReconstructionTask:
         mse = float(sums[0] / sums[1].clamp_min(1))
         return {"val_reconstruction_mse": mse, "val_score": -mse}
 
-    def validation_batch(self, run) -> torch.Tensor:
+    def validation_batch(self, run: TrainingRun) -> torch.Tensor:
         """``validation_patches`` patches of the held-out scans, the same for every call (fixed seed, no augmentation)."""
-        if "validation_batch" not in run.cache:
-            cases = [cached_case(run, e) for e in run.val_entries]
+        if run.validation_batch is None:
+            cases = [run.case(e) for e in run.val_entries]
             t = run.cfg.train
             dataset = PatchDataset(cases, t.patch_size, run.cfg.model.context_slices, 0.0, self.validation_patches, seed=12345)
-            run.cache["validation_batch"] = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
-        return run.cache["validation_batch"]
+            run.validation_batch = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+        return run.validation_batch
 
-    def finish(self, run, state, tracker, best_epoch: int) -> dict:
-        from pipeline.training.finalize import finalize_pretraining
-
+    def finish(self, run: TrainingRun, state, tracker, best_epoch: int) -> dict:
         return finalize_pretraining(run, state, tracker, best_epoch) if run.ctx.is_main else {}
 
 
-def refine_with_crf(run, image: np.ndarray, probabilities: torch.Tensor) -> torch.Tensor:
+def refine_with_crf(run: TrainingRun, image: np.ndarray, probabilities: torch.Tensor) -> torch.Tensor:
     """Dense-CRF refinement of one photograph's probabilities (C, x, y, 1); the image is un-standardised back to RGB."""
     from pipeline.inference.crf import dense_crf
 
@@ -123,23 +120,6 @@ def refine_with_crf(run, image: np.ndarray, probabilities: torch.Tensor) -> torc
     return torch.from_numpy(refined.transpose(0, 2, 1)[..., None].copy()).to(probabilities.device)
 
 
-def cached_case(run, entry: dict):
-    """A case's arrays, read from disk once per run (validation repeats every few epochs)."""
-    key = ("case", entry["case_id"])
-    if key not in run.cache:
-        run.cache[key] = load_case(run.manifest, entry)
-    return run.cache[key]
-
-
-def task_for(model_name: str):
+def task_for(model_name: str) -> Task:
     """The task a model is trained for: reconstruction for ``autoencoder``, segmentation otherwise."""
     return ReconstructionTask() if model_name == "autoencoder" else SegmentationTask()
-
-
-def predict_case(run, image: np.ndarray) -> torch.Tensor:
-    """Class probabilities (K, x, y, z) of one preprocessed image with the current network."""
-    tensor = torch.as_tensor(image, dtype=torch.float32).to(run.device)
-    t = run.cfg.train
-    return predict_volume(
-        run.bare_model, tensor, t.patch_size, run.cfg.model.context_slices, t.val_overlap, autocast_dtype=run.amp_dtype
-    )
