@@ -8,8 +8,9 @@
   network's activation estimate for ``reference_batch`` samples exceeds the profile's budget, the
   axis largest relative to the median shape shrinks by one pooling step.
 * Batch size: what the budget holds, at most 5 % of the dataset's voxels per step, at least 2.
-* ``3d_lowres`` exists when the full-resolution patch covers under a quarter of the median image:
-  the spacing grows by 3 % steps (the anisotropic axes first) until it does.
+* ``3d_lowres`` exists when the full-resolution patch covers under a quarter of the median image
+  (the profile's ``lowres_coverage``; a half on the CPU profile): the spacing grows by 3 % steps (the
+  anisotropic axes first) until it does.
 * Normalisation: CT by the dataset's foreground statistics; every other modality by a per-scan
   z-score inside a foreground mask (:func:`pipeline.preprocess.intensity.foreground_threshold`).
 
@@ -33,7 +34,6 @@ from pipeline.planning.profiles import HardwareProfile
 from pipeline.planning.topology import plan_topology
 
 ANISOTROPY_THRESHOLD = 3.0
-LOWRES_THRESHOLD = 0.25
 LOWRES_SPACING_STEP = 1.03
 DATASET_FRACTION_PER_STEP = 0.05
 
@@ -176,12 +176,12 @@ def make_plans(data: PlanningInput, profile: HardwareProfile) -> Plans:
     channels = len(data.modalities)
     fullres = plan_configuration("3d_fullres", spacing, median, profile, channels, data.num_classes, voxels, "fullres")
     configurations = {"3d_fullres": fullres}
-    if math.prod(fullres.patch_size) / np.prod(median) < LOWRES_THRESHOLD:
+    if math.prod(fullres.patch_size) / np.prod(median) < profile.lowres_coverage:
         for low_spacing, low_median in lowres_spacings(spacing, fullres.patch_size, median):
             lowres = plan_configuration(
                 "3d_lowres", low_spacing, np.round(low_median), profile, channels, data.num_classes, voxels, "lowres"
             )
-            if math.prod(lowres.patch_size) / np.prod(np.round(low_median)) >= LOWRES_THRESHOLD:
+            if math.prod(lowres.patch_size) / np.prod(np.round(low_median)) >= profile.lowres_coverage:
                 break
         configurations["3d_lowres"] = lowres
     default_3d = "3d_lowres" if profile.prefer_lowres and "3d_lowres" in configurations else "3d_fullres"

@@ -7,6 +7,11 @@ those of the hand-tuned CPU networks it replaces (a 96x96x32 V-Net patch at batc
 ``make run`` keeps its length on 2 cores. GPU profiles follow nnU-Net (widths 32 up to 320 in 3D and
 512 in 2D, 250 iterations x 1000 epochs) with activations given about 45 % of the card's memory.
 ``tiny`` is for smoke tests and CI: two-stage networks of widths 4 and 8, two steps.
+
+The CPU profile's low-resolution grid must let a patch cover half of the median image (nnU-Net: a
+quarter). Measured on the CT phantom with the same 275 V-Net steps from scratch: at a quarter
+(2.0 x 2.0 x 4.1 mm, 4 stages) test Dice 0.765; at a half (2.6 x 2.6 x 5.1 mm) 0.914. With so few
+steps, context per voxel decides more than resolution.
 """
 
 from __future__ import annotations
@@ -33,13 +38,14 @@ class HardwareProfile:
     val_every_2d: int
     val_every_3d: int
     prefer_lowres: bool  # `plan.configuration: 3d` trains 3d_lowres when it is planned
+    lowres_coverage: float = 0.25  # 3d_lowres: the patch must cover at least this share of the median image
     min_batch: int = 2
     min_edge: int = 4  # smallest bottleneck edge (voxels)
     max_stages: int = 6
 
 
 PROFILES: dict[str, HardwareProfile] = {
-    "cpu": HardwareProfile("cpu", 400.0, 362.0, 8, 2, 16, 256, 8, 64, 25, 14, 11, 4, 2, True),
+    "cpu": HardwareProfile("cpu", 400.0, 362.0, 8, 2, 16, 256, 8, 64, 25, 14, 11, 4, 2, True, lowres_coverage=0.5),
     "gpu24": HardwareProfile("gpu24", 11000.0, 11000.0, 12, 2, 32, 512, 32, 320, 250, 1000, 1000, 50, 50, False),
     "gpu80": HardwareProfile("gpu80", 36000.0, 36000.0, 12, 2, 32, 512, 32, 320, 250, 1000, 1000, 50, 50, False),
     "tiny": HardwareProfile("tiny", 2.0, 2.0, 2, 2, 4, 8, 4, 8, 2, 1, 1, 1, 1, True, max_stages=2),

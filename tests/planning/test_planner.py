@@ -73,11 +73,11 @@ def test_thin_slabs_plan_a_two_d_like_three_d_patch():
     assert min(plans.configurations["2d"].patch_size) >= 300  # 2D starts at 2048^2: the whole median slice
 
 
-def test_the_cpu_budget_creates_a_lowres_configuration_whose_patch_covers_a_quarter_of_the_image():
+def test_the_cpu_budget_creates_a_lowres_configuration_whose_patch_covers_half_of_the_image():
     plans = make_plans(_data([0.8, 0.8, 0.8], [300, 300, 300], n=10), get_profile("cpu"))
     low = plans.configurations["3d_lowres"]
-    assert np.prod(plans.configurations["3d_fullres"].patch_size) / 300**3 < 0.25
-    assert np.prod(low.patch_size) / np.prod(low.median_shape) >= 0.25
+    assert np.prod(plans.configurations["3d_fullres"].patch_size) / 300**3 < 0.5
+    assert np.prod(low.patch_size) / np.prod(low.median_shape) >= 0.5  # the CPU profile's coverage (nnU-Net: 0.25)
     assert low.spacing[0] > 0.8 and low.data_identifier == "lowres" and plans.default_3d == "3d_lowres"
     # on the CPU profile the 2D network trains on the same coarser grid; on a GPU profile at full resolution
     assert plans.configurations["2d"].data_identifier == "lowres" and plans.configurations["2d"].spacing == low.spacing
