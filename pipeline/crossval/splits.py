@@ -53,7 +53,7 @@ def check_splits(splits: list[dict], case_ids: list[str], source: Path) -> list[
         if not isinstance(fold, dict) or not {"train", "val"} <= set(fold):
             problems.append(f"fold {k} needs 'train' and 'val' lists")
             continue
-        unknown = sorted(set(fold["train"]) | set(fold["val"]) - known)
+        unknown = sorted((set(fold["train"]) | set(fold["val"])) - known)
         if unknown:
             problems.append(f"fold {k} names cases that are not labelled training cases: {unknown}")
         overlap = sorted(set(fold["train"]) & set(fold["val"]))
