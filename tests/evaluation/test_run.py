@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
 
 import nibabel as nib
 import numpy as np
@@ -66,7 +67,8 @@ def test_evaluate_scores_reports_worst_first_and_tracks(two_test_cases, tmp_path
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("segpipe").experiment_id])
     assert run.data.metrics["dice_spleen"] == pytest.approx(0.5) and run.data.tags["dvc_stage"] == "evaluate"
-    assert run.data.tags["git_commit"] and len(run.data.tags["data_fingerprint"]) == 32
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert run.data.tags["git_commit"].split("+")[0] == head and len(run.data.tags["data_fingerprint"]) == 32
 
 
 def test_misaligned_and_missing_predictions_are_reported_together(two_test_cases, tmp_path):

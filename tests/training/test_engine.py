@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
 
 import pytest
 import torch
@@ -39,7 +40,8 @@ def test_tiny_training_writes_model_metrics_and_an_mlflow_run(tiny_preprocessed,
     experiment = client.get_experiment_by_name("segpipe")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
-    assert run.data.tags["dvc_stage"] == "test_stage" and len(run.data.tags["git_commit"]) >= 7
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert run.data.tags["dvc_stage"] == "test_stage" and run.data.tags["git_commit"].split("+")[0] == head
     assert run.data.tags["data_fingerprint"] == card["data_fingerprint"]
     assert run.data.params["model.name"] == model and run.data.params["train.max_epochs"] == "2"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
