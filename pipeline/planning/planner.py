@@ -163,7 +163,7 @@ def normalisation_for(modalities: tuple[str, ...], intensity: dict | None) -> tu
                 raise ValueError("a CT channel needs the fingerprint's foreground intensity statistics")
             schemes.append(ChannelNormalisation(channel=channel, scheme="ct", mask="none", **intensity))
         else:
-            schemes.append(ChannelNormalisation(channel=channel, scheme="zscore", mask="foreground"))
+            schemes.append(ChannelNormalisation(channel=channel, scheme="zscore", mask="otsu"))
     return tuple(schemes)
 
 
