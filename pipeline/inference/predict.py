@@ -11,7 +11,7 @@ shortcut of :func:`restore_argmax`, which interpolates only near class boundarie
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,8 @@ from pipeline.inference.postprocess import PostprocessingDecision, apply_postpro
 from pipeline.inference.sliding import predict_volume_mirrored
 from pipeline.preprocess.geometry import restore_argmax, restore_probabilities
 from pipeline.preprocess.run import transform_case
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,5 +135,5 @@ def postprocessing_for(predictor: Predictor) -> PostprocessingDecision:
     by_name = {lab.name.lower(): lab.value for lab in predictor.labels.foreground()}
     unknown = [name for name in chosen if name.lower() not in by_name]
     if unknown:
-        print(f"warning: infer.largest_component: {unknown} not among the labels {sorted(by_name)}; skipped", file=sys.stderr)
+        logger.warning("infer.largest_component: %s not among the labels %s; skipped", unknown, sorted(by_name))
     return PostprocessingDecision(False, tuple(by_name[n.lower()] for n in chosen if n.lower() in by_name))

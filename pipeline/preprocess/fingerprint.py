@@ -32,7 +32,7 @@ def case_fingerprint(
     result = {
         "case_id": case.case_id,
         "spacing": list(spacing),
-        "shape": list(reorient_to_ras(body, affine)[0].shape),
+        "shape": list(ras_body.shape),
         "shape_after_crop": [int(b - a) for a, b in zip(start, stop)],
     }
     values = image[0]

@@ -73,7 +73,7 @@ def preprocess_dataset(cfg: PipelineConfig) -> Path:
     manifests = {}
     for identifier, spacing in grids.items():
         plan = make_plan(dataset, settings, plans, spacing, root / identifier)
-        records = _run_cases(cases, plan, cfg.base.num_workers, [], len(cases))
+        records = _run_cases(cases, plan, cfg.base.num_workers)
         _remove_stale(plan.out_dir / "cases", {c.case_id for c in cases})
         stats = plan.stats.__dict__ if plan.stats else None
         write_json_atomic(plan.out_dir / "fingerprint.json", {"target_spacing": list(plan.target_spacing), "intensity": stats})
@@ -111,9 +111,10 @@ def make_plan(
     )
 
 
-def _run_cases(cases: list[Case], plan: Plan, num_workers: int, problems: list[Problem], total: int) -> dict[str, dict]:
-    """Preprocess ``cases``; raise one DatasetError with ``problems`` (earlier ones) plus every new failure."""
+def _run_cases(cases: list[Case], plan: Plan, num_workers: int) -> dict[str, dict]:
+    """Preprocess ``cases``; raise one DatasetError listing every failure."""
     records: dict[str, dict] = {}
+    problems: list[Problem] = []
     progress = tqdm(total=len(cases), desc="preprocess", unit="case", disable=None)
     if num_workers > 0:
         with ProcessPoolExecutor(max_workers=num_workers) as pool:
@@ -125,7 +126,7 @@ def _run_cases(cases: list[Case], plan: Plan, num_workers: int, problems: list[P
             _collect(case, None, records, problems, progress, plan)
     progress.close()
     if problems:
-        raise DatasetError(problems, f"preprocessing failed for {len({p.case for p in problems})} of {total} case(s)")
+        raise DatasetError(problems, f"preprocessing failed for {len({p.case for p in problems})} of {len(cases)} case(s)")
     return records
 
 
