@@ -104,7 +104,6 @@ def _to_xyz(backward: list[int], dims: int):
 
 def our_plan(dataset_dir: Path, reference: dict | None, work: Path) -> tuple[dict, float]:
     """Our plan under the budget our V-Net needs for nnU-Net's 3d_fullres patch and batch (nnU-Net's widths)."""
-    from pipeline.planning.planner import fullres_spacing, plan_configuration  # noqa: F401  (documented rules)
     from pipeline.planning.run import plan_dataset
 
     cfg = PipelineConfig.model_validate(
