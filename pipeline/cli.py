@@ -101,7 +101,7 @@ def verify(
         raise ConfigError(f"expected at most one DATASET_DIR, got {positional}")
     cfg = _load(config, [a for a in args or [] if "=" in a])
     root = Path(positional[0]) if positional else cfg.data.root
-    report = verify_dataset(root, cfg.verify, cfg.base.num_workers)
+    report = verify_dataset(root, cfg.verify, cfg.base.num_workers, cfg.checks)
     for problem in report.problems:
         typer.echo(problem.line(), err=problem.severity == "error")
     write_report(report, cfg.verify.report)
@@ -263,7 +263,7 @@ def predict(
         raise ConfigError(f"--naming must be anonymous or source, got {naming!r}")
     cfg = _load(config, [*(overrides or []), *([f"infer.models={[str(m) for m in model]}"] if model else [])])
     written = predict_path(
-        input_path, output_dir, cfg.infer, cfg.export.formats, naming, series_uid, overwrite, cfg.crossval.decisions
+        input_path, output_dir, cfg.infer, cfg.export.formats, naming, series_uid, overwrite, cfg.crossval.decisions, cfg.checks
     )
     for source, files in written.items():
         typer.echo(f"{source} -> {Path(files[0]).parent}")

@@ -33,6 +33,10 @@ class InvalidInputError(SegPipeError):
         tag = f"[{code}] " if code else ""
         super().__init__(f"{where}: {tag}{reason}")
 
+    def __reduce__(self):
+        """Pickle by the constructor's arguments, so the error crosses from a worker process intact."""
+        return (type(self), (self.path, self.reason, self.case, self.code))
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -55,5 +59,23 @@ class DatasetError(SegPipeError):
 
     def __init__(self, problems: list[Problem], context: str = "dataset check failed"):
         self.problems = problems
+        self.context = context
         lines = "\n".join(p.line() for p in problems)
         super().__init__(f"{context}: {len(problems)} problem(s)\n{lines}")
+
+    def __reduce__(self):
+        return (type(self), (self.problems, self.context))
+
+
+class DiskFullError(SegPipeError):
+    """The disk filled up while writing (row P5): the stage stops; atomic writes leave nothing half-written."""
+
+    def __init__(self, path: Path | str, cause: OSError):
+        self.path, self.cause = Path(path), cause
+        super().__init__(
+            f"{self.path}: [P5] no space left on the device while processing this file ({cause.strerror or cause}); "
+            "the stage stopped, no output was half-written, earlier results are untouched: free space and run it again"
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.cause))

@@ -6,7 +6,6 @@ reads its params from it too), later files given with ``-c`` overlay earlier one
 the file it came from.
 """
 
-
 from __future__ import annotations
 
 import json
@@ -19,6 +18,7 @@ from pydantic import ValidationError, model_validator
 from pipeline.config.base import Section
 from pipeline.config.data import (
     BaseSettings,
+    CheckSettings,
     CrossvalSettings,
     DataSettings,
     NaturalSettings,
@@ -61,7 +61,7 @@ __all__ = [
     "ModelSettings", "NaturalSettings", "PSPNetSettings", "PipelineConfig", "PlanSettings",
     "PreprocessSettings", "ScenesSettings", "Section",
     "SegNetSettings", "SETRSettings", "SwinSettings", "SynthSettings", "TrackingSettings", "TrainSettings", "UNet2dSettings",
-    "VNet3dSettings", "VerifySettings", "load_config", "parse_override", "with_base_config",
+    "VNet3dSettings", "VerifySettings", "CheckSettings", "load_config", "parse_override", "with_base_config",
 ]  # fmt: skip
 
 DEFAULT_CONFIG = Path("configs/params.yaml")
@@ -75,6 +75,7 @@ class PipelineConfig(Section):
     synth: SynthSettings = SynthSettings()
     scenes: ScenesSettings = ScenesSettings()
     natural: NaturalSettings = NaturalSettings()
+    checks: CheckSettings = CheckSettings()
     verify: VerifySettings = VerifySettings()
     plan: PlanSettings = PlanSettings()
     crossval: CrossvalSettings = CrossvalSettings()

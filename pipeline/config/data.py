@@ -69,13 +69,26 @@ class NaturalSettings(Section):
     void_label: int = Field(255, description="VOC's border/void value; mapped to background for training and scoring")
 
 
+class CheckSettings(Section):
+    """The one set of input checks every reader applies (verify, plan, preprocess, infer, predict, evaluate, export).
+
+    Rows F, G and V of docs/RELIABILITY.md. A tolerance lives here and nowhere else.
+    """
+
+    spacing_tolerance_mm: float = Field(1e-3, gt=0, description="image vs label spacing (G2)")
+    origin_tolerance_mm: float = Field(
+        1e-3, gt=0, description="image vs label origin (G3); qform vs sform displacement at the image corners (G9)"
+    )
+    direction_tolerance: float = Field(1e-4, gt=0, description="direction cosines (G3) and orthonormality |D^T D - I| (G4)")
+    max_decoded_gib: float = Field(
+        8.0, gt=0, description="largest voxel data a header may declare; larger is refused before decompression (F7)"
+    )
+
+
 class VerifySettings(Section):
-    """Integrity checks (rows F, G and V of RELIABILITY.md)."""
+    """The ``verify`` stage's report and policies; its tolerances are ``checks``."""
 
     report: Path = Path("reports/verify.json")
-    spacing_tolerance_mm: float = Field(1e-3, gt=0)
-    origin_tolerance_mm: float = Field(1e-3, gt=0)
-    direction_tolerance: float = Field(1e-4, gt=0)
     allow_singleton_4d: bool = True
 
 
@@ -134,5 +147,3 @@ class PreprocessSettings(Section):
         if not 0 <= low < high <= 100:
             raise ValueError(f"ct_percentiles must satisfy 0 <= low < high <= 100, got {[low, high]}")
         return self
-
-

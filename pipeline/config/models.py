@@ -241,5 +241,3 @@ ModelSettings = Annotated[
     ],
     Field(discriminator="name"),
 ]
-
-

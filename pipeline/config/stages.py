@@ -146,5 +146,3 @@ class ExportSettings(Section):
     formats: tuple[ExportFormat, ...] = Field(
         ("nifti", "seg_nrrd", "slicer_colors", "itksnap", "dicom_seg"), description="dicom_seg only for DICOM-series input"
     )
-
-

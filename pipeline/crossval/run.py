@@ -49,7 +49,7 @@ def crossvalidate(cfg: PipelineConfig, roots: tuple[Path, ...]) -> Decisions:
         for case_id in splits[fold]["val"]:
             if case_id not in cases:
                 raise InvalidInputError(cv.split_file, f"fold {fold} validates on unknown case {case_id}")
-            image, affine, truth = read_case(cases[case_id], set(dataset.labels.values))
+            image, affine, truth = read_case(cases[case_id], set(dataset.labels.values), cfg.checks)
             probabilities = [restored_probabilities(predictor, b, image, affine) for b in predictor.bundles]
             truths.append(truth)
             for subset in candidates:

@@ -23,7 +23,7 @@ from pipeline.errors import InvalidInputError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SLICE_SPACING_TOLERANCE = 0.01  # relative deviation from the median slice spacing (row D2)
-ORIENTATION_TOLERANCE = 1e-4
+REQUIRED_TAGS = ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns")
 
 
 @dataclass(frozen=True)
@@ -53,26 +53,31 @@ def _has_dicom_magic(path: Path) -> bool:
         return False
 
 
-def read_dicom_series(folder: Path, series_uid: str | None = None) -> DicomSeries:
+def read_dicom_series(folder: Path, series_uid: str | None = None, direction_tolerance: float = 1e-4) -> DicomSeries:
     """Read one image series from ``folder``.
 
     Args:
         folder: a folder of DICOM files (not searched recursively).
         series_uid: the SeriesInstanceUID to read when the folder holds several.
+        direction_tolerance: ``checks.direction_tolerance`` (orientation equality, orthonormality, gantry tilt).
 
     Returns:
         The series, with voxels and a RAS affine.
 
     Raises:
         InvalidInputError: no DICOM image (F1), several series and none chosen or the chosen one
-            absent (D1), inconsistent orientation/size, duplicate or missing slices, uneven spacing (D2).
+            absent (D1), inconsistent orientation/size, duplicate or missing slices, uneven spacing (D2), a missing or
+            unreadable geometry tag (D3), zero/negative spacing (G11), a non-orthonormal orientation or gantry tilt (G4).
     """
     folder = Path(folder)
     headers = _read_headers(folder)
     series = _choose_series(folder, headers, series_uid)
-    ordered, positions = _sort_slices(folder, series)
+    for path, ds in series:
+        _check_geometry_tags(path, ds, direction_tolerance)
+    ordered, positions = _sort_slices(folder, series, direction_tolerance)
     array = _read_voxels(ordered)
     affine = _affine(series[0][1], positions)
+    _check_no_tilt(folder, affine, direction_tolerance)
     uid = str(series[0][1].SeriesInstanceUID)
     return DicomSeries(folder, uid, tuple(p for p, _ in ordered), array, affine, str(series[0][1].get("Modality", "")))
 
@@ -128,11 +133,49 @@ def _describe_series(groups: dict[str, list]) -> str:
     return "; ".join(parts)
 
 
-def _sort_slices(folder: Path, series: list) -> tuple[list, np.ndarray]:
+def _check_geometry_tags(path: Path, ds, tolerance: float) -> None:
+    """Row D3: the tags that place a slice must be present and numeric; spacing > 0 (G11); orientation orthonormal (G4)."""
+    missing = [tag for tag in REQUIRED_TAGS if tag not in ds or ds.get(tag) in (None, "")]
+    if missing:
+        raise InvalidInputError(path, f"missing DICOM geometry tag(s) {missing}: the slice cannot be placed", code="D3")
+    try:
+        orientation = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+        spacing = np.asarray(ds.PixelSpacing, dtype=np.float64)
+        np.asarray(ds.ImagePositionPatient, dtype=np.float64).reshape(3)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(path, f"unreadable DICOM geometry tag ({exc})", code="D3") from None
+    if orientation.shape != (6,) or spacing.shape != (2,):
+        raise InvalidInputError(
+            path, f"ImageOrientationPatient {orientation.tolist()} / PixelSpacing {spacing.tolist()}", code="D3"
+        )
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InvalidInputError(path, f"PixelSpacing {spacing.tolist()} must be finite and > 0", code="G11")
+    row, column = orientation[:3], orientation[3:]
+    error = max(abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(column) - 1), abs(float(row @ column)))
+    if not np.isfinite(error) or error > tolerance:
+        raise InvalidInputError(
+            path, f"ImageOrientationPatient {orientation.tolist()} is not orthonormal ({error:.3g})", code="G4"
+        )
+
+
+def _check_no_tilt(folder: Path, affine: np.ndarray, tolerance: float) -> None:
+    """Row G4: slices stacked off the slice normal (gantry tilt) make a sheared grid that viewers cannot hold."""
+    axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    deviation = float(np.abs(axes.T @ axes - np.eye(3)).max())
+    if deviation > tolerance:
+        raise InvalidInputError(
+            folder,
+            f"slices are stacked off their normal (gantry tilt or shear; max |D^T D - I| = {deviation:.3g}): resample the "
+            "series to a rigid grid first",
+            code="G4",
+        )
+
+
+def _sort_slices(folder: Path, series: list, tolerance: float) -> tuple[list, np.ndarray]:
     first = series[0][1]
     orientation = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
     for path, ds in series:
-        if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=np.float64), orientation, atol=ORIENTATION_TOLERANCE):
+        if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=np.float64), orientation, atol=tolerance):
             raise InvalidInputError(path, f"ImageOrientationPatient differs from {series[0][0].name}", code="D2")
         if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
             raise InvalidInputError(path, f"size {ds.Rows}x{ds.Columns} differs from {first.Rows}x{first.Columns}", code="D2")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 # Colours follow 3D Slicer's GenericAnatomyColors; codes are SNOMED CT concept ids.
 KNOWN_STRUCTURES: dict[str, tuple[tuple[int, int, int], str | None, str]] = {
     "background": ((0, 0, 0), None, "Background"),
@@ -13,6 +15,20 @@ KNOWN_STRUCTURES: dict[str, tuple[tuple[int, int, int], str | None, str]] = {
     "pancreas": ((249, 180, 111), "15776009", "Pancreas"),
     "aorta": ((224, 97, 76), "15825003", "Aorta"),
 }
+MAX_LABEL_ID = 65535
+
+
+def label_dtype(num_classes: int) -> np.dtype:
+    """The one storage type of label maps: uint8 for ids up to 255, uint16 above (ids never wrap around).
+
+    Raises:
+        ValueError: an id above 65535 (``num_classes`` = largest id + 1).
+    """
+    if num_classes > MAX_LABEL_ID + 1:
+        raise ValueError(f"label id {num_classes - 1} exceeds {MAX_LABEL_ID}, the largest id a uint16 label map holds")
+    return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
+
+
 _FALLBACK_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
 
 

@@ -104,25 +104,29 @@ def _load_msd(root: Path, meta: dict) -> Dataset:
     modalities = tuple(str(v) for _, v in sorted(meta.get("modality", {"0": "CT"}).items(), key=lambda kv: int(kv[0])))
     labels = LabelRegistry.from_mapping({int(k): str(v) for k, v in meta.get("labels", {"0": "background"}).items()})
     problems: list[Problem] = []
-    cases = [
-        Case(nifti_stem(Path(e["image"])), (root / e["image"],), root / e["label"], "train") for e in meta.get("training", [])
-    ]
-    for split, key in (("test", "test"), ("unlabeled", "unlabeled")):
-        for entry in meta.get(key, []):
-            image = root / (entry["image"] if isinstance(entry, dict) else entry)
-            cases.append(Case(nifti_stem(image), (image,), _test_label(root, image) if split == "test" else None, split))
+    cases = []
+    for split in ("training", "test", "unlabeled"):
+        for index, entry in enumerate(_entries(meta, split, json_path, problems)):
+            image, label = _entry_files(entry, split, index, json_path, problems)
+            if image is None:
+                continue
+            image = root / image
+            if split == "training":
+                cases.append(Case(nifti_stem(image), (image,), root / label, "train"))
+            else:
+                cases.append(Case(nifti_stem(image), (image,), _test_label(root, image) if split == "test" else None, split))
     for case in cases:
         problems += _missing(case, json_path)
     problems += _orphans(
         root,
         "imagesTr",
-        {c.images[0].resolve() for c in cases if c.split == "train"},
+        {resolved(c.images[0]) for c in cases if c.split == "train"},
         "image without label or dataset.json entry",
     )
     problems += _orphans(
         root,
         "labelsTr",
-        {c.label.resolve() for c in cases if c.label and c.split == "train"},
+        {resolved(c.label) for c in cases if c.label and c.split == "train"},
         "label without image or dataset.json entry",
     )
     problems += _duplicates(cases, json_path)
@@ -153,13 +157,39 @@ def _load_nnunetv2(root: Path, meta: dict) -> Dataset:
             cases.append(Case(case_id, images, label, split))
     for case in cases:
         problems += _missing(case, json_path)
-    expected_labels = {(root / "labelsTr" / f"{c.case_id}{ending}").resolve() for c in cases if c.split == "train"}
+    expected_labels = {resolved(root / "labelsTr" / f"{c.case_id}{ending}") for c in cases if c.split == "train"}
     problems += _orphans(root, "labelsTr", expected_labels, "label without image")
+    problems += _duplicates(cases, json_path)
     declared = meta.get("numTraining")
     n_train = sum(c.split == "train" for c in cases)
     if declared is not None and declared != n_train:
         problems.append(Problem(json_path, "F6", "error", f"numTraining is {declared} but imagesTr holds {n_train} cases"))
     return Dataset(root, str(meta.get("name", root.name)), "nnunetv2", modalities, labels, tuple(cases), tuple(problems))
+
+
+def _entries(meta: dict, key: str, json_path: str, problems: list[Problem]) -> list:
+    entries = meta.get(key, [])
+    if isinstance(entries, list):
+        return entries
+    problems.append(Problem(json_path, "F2", "error", f"'{key}' must be a list of entries, got {type(entries).__name__}"))
+    return []
+
+
+def _entry_files(entry, key: str, index: int, json_path: str, problems: list[Problem]) -> tuple[str | None, str | None]:
+    """(image, label) of one MSD entry; a malformed entry becomes a problem naming the key and position."""
+    needed = ("image", "label") if key == "training" else ("image",)
+    if key != "training" and isinstance(entry, str):
+        return entry, None
+    if not isinstance(entry, dict):
+        problems.append(Problem(json_path, "F2", "error", f"{key}[{index}] must be an object with {list(needed)}, got {entry!r}"))
+        return None, None
+    absent = [k for k in needed if not isinstance(entry.get(k), str) or not entry.get(k)]
+    if absent:
+        problems.append(
+            Problem(json_path, "F2", "error", f"{key}[{index}] {entry!r} has no {' or '.join(map(repr, absent))} path")
+        )
+        return None, None
+    return entry["image"], entry.get("label")
 
 
 def _nnunet_case_ids(folder: Path, ending: str) -> list[str]:
@@ -181,11 +211,17 @@ def _visible_files(folder: Path) -> list[Path]:
 
 def _missing(case: Case, json_path: str) -> list[Problem]:
     paths = [*case.images, *([case.label] if case.label else [])]
-    return [
-        Problem(str(p), "F6", "error", f"listed for case {case.case_id} ({case.split}) in {json_path} but missing", case.case_id)
-        for p in paths
-        if not p.exists()
-    ]
+    problems = []
+    for path in paths:
+        if path.exists():
+            continue
+        if path.is_symlink():
+            message = "a symbolic link that does not resolve (broken, or a loop): cannot read"
+            problems.append(Problem(str(path), "F2", "error", message, case.case_id))
+        else:
+            message = f"listed for case {case.case_id} ({case.split}) in {json_path} but missing"
+            problems.append(Problem(str(path), "F6", "error", message, case.case_id))
+    return problems
 
 
 def _orphans(root: Path, folder: str, expected: set[Path], what: str) -> list[Problem]:
@@ -195,15 +231,31 @@ def _orphans(root: Path, folder: str, expected: set[Path], what: str) -> list[Pr
     return [
         Problem(str(p), "F6", "error", what)
         for p in _visible_files(directory)
-        if p.name.endswith(NIFTI_ENDINGS) and p.resolve() not in expected
+        if p.name.endswith(NIFTI_ENDINGS) and resolved(p) not in expected
     ]
 
 
+def resolved(path: Path) -> Path:
+    """``path.resolve()``, or its absolute form where a symlink loop makes it unresolvable (read later reports it)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return path.absolute()
+
+
 def _duplicates(cases: list[Case], json_path: str) -> list[Problem]:
+    """A case id listed twice is an error; one in both training and test sets is test leakage (row F9)."""
     seen: dict[str, Case] = {}
     problems = []
     for case in cases:
-        if case.case_id in seen:
+        first = seen.get(case.case_id)
+        if first is not None and {first.split, case.split} == {"train", "test"}:
+            message = (
+                f"case id {case.case_id!r} is in both the training ({first.images[0]}) and the test set ({case.images[0]}): "
+                "test leakage, and their preprocessed arrays would overwrite each other; rename or remove one"
+            )
+            problems.append(Problem(str(case.images[0]), "F9", "error", message, case.case_id))
+        elif first is not None:
             problems.append(Problem(json_path, "F6", "error", f"case id {case.case_id!r} appears twice", case.case_id))
-        seen[case.case_id] = case
+        seen.setdefault(case.case_id, case)
     return problems

@@ -2,11 +2,21 @@
 
 Every read is eager: the whole file is decompressed and the voxel data materialised, so a
 truncated or corrupt file is found at verification, not halfway through training.
+
+Reading is bounded (row F7): gzip is decompressed as a stream that stops at the size the header
+declares plus :data:`TRAILING_SLACK_BYTES`, and a header declaring more than ``max_decoded_bytes``
+is refused before any large allocation. A "gzip bomb" (a small file that inflates far past its
+header's size) therefore costs no more memory than an honest file of the declared shape.
+Peak memory of a read is at most about 2x the decoded voxel data (the bytes plus the array;
+a scaled or float file adds one float copy: about 3x), checked by a test with ``tracemalloc``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
+import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +24,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from pipeline.data.labels import MAX_LABEL_ID, label_dtype
 from pipeline.errors import InvalidInputError
 from pipeline.io_utils import atomic_path
 
 GZIP_MAGIC = b"\x1f\x8b"
+TRAILING_SLACK_BYTES = 1 << 16  # extensions and padding past the declared data are allowed up to this much
+HEADER_BYTES = 540  # NIfTI-2 header; NIfTI-1 needs 348
+CHUNK_BYTES = 1 << 20
+DEFAULT_MAX_DECODED_BYTES = 8 << 30
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,13 @@ class LoadedNifti:
     affine: np.ndarray
     header: nib.Nifti1Header
     compressed: bool
+    trailing_bytes: int = 0  # bytes found past the declared data (at least this many; reading stopped there)
+    stored_header: nib.Nifti1Header | None = None  # as on disk: nibabel fixes pixdim 0 -> 1 and moves scaling out of it
+
+    @property
+    def stored(self) -> nib.Nifti1Header:
+        """The header as stored on disk (falls back to nibabel's)."""
+        return self.stored_header if self.stored_header is not None else self.header
 
     @property
     def geometry(self) -> Geometry:
@@ -82,51 +104,118 @@ class LoadedNifti:
         return None
 
 
-def read_nifti(path: Path, case: str | None = None) -> LoadedNifti:
+def read_nifti(path: Path, case: str | None = None, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> LoadedNifti:
     """Read a NIfTI-1/2 file completely, choosing gzip or plain from the bytes, not the suffix.
 
     Args:
         path: the file.
         case: case id for error messages.
+        max_decoded_bytes: largest voxel data a header may declare (``checks.max_decoded_gib``).
 
     Returns:
         The data (scaling applied, native dtype kept for integers) with affine and header.
 
     Raises:
-        InvalidInputError: directory, unreadable, empty, not NIfTI (F2) or truncated/corrupt (F1).
+        InvalidInputError: directory, unreadable, empty, not NIfTI (F2), truncated/corrupt (F1),
+            a declared size over the limit (F7), or a non-scalar voxel type such as RGB (F8).
     """
     path = Path(path)
-    raw, compressed = _read_bytes(path, case)
+    raw, compressed, trailing = _read_bounded(path, case, max_decoded_bytes)
     image_class = _nifti_class(raw, path, case)
     try:
-        image = image_class.from_bytes(raw)
+        with _quiet_nibabel():
+            image = image_class.from_bytes(raw)
     except Exception as exc:  # nibabel raises many types for bad headers
         raise InvalidInputError(path, f"not a valid NIfTI header ({exc})", case, "F2") from None
     _check_data_length(image, len(raw), path, case)
+    _check_scalar(image, path, case)
     try:
         data = np.asanyarray(image.dataobj)
     except Exception as exc:
         raise InvalidInputError(path, f"cannot decode voxel data ({exc})", case, "F1") from None
-    return LoadedNifti(path, data, np.asarray(image.affine, dtype=np.float64), image.header, compressed)
+    stored = image_class.header_class.from_fileobj(io.BytesIO(raw[:HEADER_BYTES]), check=False)
+    return LoadedNifti(path, data, np.asarray(image.affine, dtype=np.float64), image.header, compressed, trailing, stored)
 
 
-def _read_bytes(path: Path, case: str | None) -> tuple[bytes, bool]:
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """nibabel logs the header fixes it applies; our checks report those defects themselves, with the file named."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _read_bounded(path: Path, case: str | None, max_decoded_bytes: int) -> tuple[bytes, bool, int]:
+    """Return (the bytes up to the declared size + slack, whether gzip, bytes found past that)."""
     if path.is_dir():
         raise InvalidInputError(path, "is a directory, not a NIfTI file", case, "F2")
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+            if not magic:
+                raise InvalidInputError(path, "empty file (0 bytes): not a NIfTI file", case, "F2")
+            fh.seek(0)
+            if magic == GZIP_MAGIC:
+                raw, trailing, compressed = _inflate_bounded(fh, path, case, max_decoded_bytes)
+            else:
+                raw, trailing, compressed = _read_plain_bounded(fh, path, case, max_decoded_bytes)
+            return raw, compressed, trailing
     except FileNotFoundError:
         raise InvalidInputError(path, "file does not exist", case, "F6") from None
-    except OSError as exc:
-        raise InvalidInputError(path, f"cannot read: {exc.strerror}", case, "F2") from None
-    if not raw:
-        raise InvalidInputError(path, "empty file (0 bytes): not a NIfTI file", case, "F2")
-    if not raw.startswith(GZIP_MAGIC):
-        return raw, False
+    except OSError as exc:  # permissions, symlink loops (ELOOP), I/O errors
+        raise InvalidInputError(path, f"cannot read: {exc.strerror or exc}", case, "F2") from None
+
+
+def _read_plain_bounded(fh, path: Path, case: str | None, limit: int) -> tuple[bytes, int, bool]:
+    return (*_read_declared(fh, path, case, limit), False)
+
+
+def _inflate_bounded(fh, path: Path, case: str | None, limit: int) -> tuple[bytes, int, bool]:
+    """Inflate a (possibly multi-member) gzip stream only up to the declared size + slack."""
     try:
-        return gzip.decompress(raw), True
+        with gzip.GzipFile(fileobj=fh) as stream:
+            return (*_read_declared(stream, path, case, limit), True)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise InvalidInputError(path, f"truncated or corrupt gzip stream ({len(raw)} bytes on disk): {exc}", case, "F1") from None
+        size = path.stat().st_size
+        raise InvalidInputError(path, f"truncated or corrupt gzip stream ({size} bytes on disk): {exc}", case, "F1") from None
+
+
+def _read_declared(stream, path: Path, case: str | None, limit: int) -> tuple[bytes, int]:
+    """Read the header, then the voxel data it declares (+ slack); count what lies past it without keeping it."""
+    needed = _declared_size(stream.read(HEADER_BYTES), path, case, limit)
+    stream.seek(0)  # re-reads 540 bytes (gzip: re-inflates them); joining head + body would copy the volume
+    raw = stream.read(needed + TRAILING_SLACK_BYTES)
+    trailing = 0
+    while block := stream.read(CHUNK_BYTES):  # counted in chunks, never held: a bomb stays cheap
+        trailing += len(block)
+        if trailing > 16 * CHUNK_BYTES:
+            break
+    return raw, trailing
+
+
+def _declared_size(head: bytes, path: Path, case: str | None, limit: int) -> int:
+    """Bytes the header says the file holds (offset + voxel data); refuse a size over ``limit`` (F7)."""
+    image_class = _nifti_class(head, path, case)
+    try:
+        header = image_class.header_class.from_fileobj(io.BytesIO(head), check=False)
+        shape, itemsize = header.get_data_shape(), header.get_data_dtype().itemsize
+        offset = int(header.get_data_offset())
+    except Exception as exc:
+        raise InvalidInputError(path, f"not a valid NIfTI header ({exc})", case, "F2") from None
+    data_bytes = int(np.prod(shape, dtype=np.float64)) * itemsize
+    if data_bytes > limit:
+        raise InvalidInputError(
+            path,
+            f"header declares shape {tuple(shape)} of {header.get_data_dtype()} = {data_bytes / 2**30:.2f} GiB of voxel data, "
+            f"over the limit of {limit / 2**30:.2f} GiB (checks.max_decoded_gib); refused before decompression",
+            case,
+            "F7",
+        )
+    return offset + data_bytes
 
 
 def _nifti_class(raw: bytes, path: Path, case: str | None) -> type:
@@ -150,6 +239,14 @@ def _check_data_length(image: nib.Nifti1Image, available: int, path: Path, case:
             f"{header.get_data_dtype()} ({needed} bytes with the header) but the file holds {available} bytes",
             case,
             "F1",
+        )
+
+
+def _check_scalar(image: nib.Nifti1Image, path: Path, case: str | None) -> None:
+    dtype = image.header.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise InvalidInputError(
+            path, f"voxel type {dtype} (e.g. RGB or complex) is not a scalar image; convert it to one grey channel", case, "F8"
         )
 
 
@@ -216,7 +313,7 @@ def check_integer_labels(loaded: LoadedNifti, case: str | None = None) -> None:
 
 
 def label_array(loaded: LoadedNifti, declared: set[int], case: str | None = None) -> np.ndarray:
-    """Return a label map as a 3D uint8 array after checking its values.
+    """Return a label map as a 3D uint8 array (uint16 when an id exceeds 255) after checking its values.
 
     Raises:
         InvalidInputError: bad shape (G8), NaN/Inf (V1), non-integer (V3) or undeclared values (V4).
@@ -224,6 +321,10 @@ def label_array(loaded: LoadedNifti, declared: set[int], case: str | None = None
     data = squeeze_to_3d(loaded, case)
     check_integer_labels(loaded, case)
     found = {int(v) for v in np.unique(data)}
+    if max(declared | found, default=0) > MAX_LABEL_ID or min(found, default=0) < 0:
+        raise InvalidInputError(
+            loaded.path, f"label values {sorted(found)[:3]}...{sorted(found)[-3:]} outside 0..{MAX_LABEL_ID}", case, "V4"
+        )
     if not found <= declared:
         raise InvalidInputError(
             loaded.path,
@@ -231,4 +332,4 @@ def label_array(loaded: LoadedNifti, declared: set[int], case: str | None = None
             case,
             "V4",
         )
-    return data.astype(np.uint8)
+    return data.astype(label_dtype(max(declared | found, default=0) + 1))

@@ -1,4 +1,4 @@
-"""Integrity verification (``segpipe verify``): rows F1-F3, F6, G1-G4, G8, V1-V4, V6, V7 of RELIABILITY.md.
+"""Integrity verification (``segpipe verify``): rows F1-F3, F6-F8, G1-G4, G8-G11, V1-V4, V6-V8, P3, P4 of docs/RELIABILITY.md.
 
 Every file is read eagerly; every problem of every case is collected and reported, one line each
 starting with the file path; errors make the command exit non-zero, warnings alone do not.
@@ -7,17 +7,18 @@ starting with the file path; errors make the command exit non-zero, warnings alo
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import VerifySettings
+from pipeline.config import CheckSettings, VerifySettings
+from pipeline.data.header import DEFAULT_CHECKS, corner_displacement_mm, header_findings
 from pipeline.data.layout import Case, Dataset, load_dataset
 from pipeline.data.nifti import LoadedNifti, check_integer_labels, read_nifti
 from pipeline.errors import DatasetError, InvalidInputError, Problem
 from pipeline.io_utils import write_json_atomic
+from pipeline.parallel import CaseJob, map_cases
 
 
 @dataclass(frozen=True)
@@ -50,32 +51,35 @@ class VerifyReport:
         }
 
 
-def verify_dataset(root: Path, settings: VerifySettings, num_workers: int = 0) -> VerifyReport:
+def verify_dataset(
+    root: Path, settings: VerifySettings, num_workers: int = 0, checks: CheckSettings = DEFAULT_CHECKS
+) -> VerifyReport:
     """Check every file of the dataset at ``root`` and collect all problems.
 
     Args:
         root: dataset folder (MSD or nnU-Net v2 raw layout).
-        settings: tolerances and policies.
+        settings: report path and policies.
         num_workers: processes for per-case checks (0 = in this process).
+        checks: the tolerances and limits every reader shares.
 
     Returns:
-        The report (never raises for bad data; a missing/invalid dataset.json becomes a problem).
+        The report (never raises for bad data; a missing/invalid dataset.json becomes a problem, and a case whose
+        check fails in an unexpected way, or kills its worker, becomes a problem naming that case).
     """
     try:
         dataset = load_dataset(root, strict=False)
     except DatasetError as exc:
         return VerifyReport(Path(root), tuple(exc.problems), {})
-    jobs = [(case, dataset, settings) for case in dataset.cases]
-    if num_workers > 0 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=num_workers) as pool:
-            results = list(pool.map(_check_case_job, jobs))
-    else:
-        results = [_check_case_job(job) for job in jobs]
+    jobs = [CaseJob(case.case_id, (case.images or (root,))[0], (case, dataset, settings, checks)) for case in dataset.cases]
     problems = list(dataset.problems)
     summaries = {}
-    for case, (case_problems, summary) in zip(dataset.cases, results):
-        problems += case_problems
-        summaries[case.case_id] = summary
+    for case, outcome in zip(dataset.cases, map_cases(check_case, jobs, num_workers)):
+        if isinstance(outcome, Problem):
+            problems.append(outcome)
+            summaries[case.case_id] = {"split": case.split, "failed": outcome.message}
+            continue
+        problems += outcome[0]
+        summaries[case.case_id] = outcome[1]
     return VerifyReport(Path(root), tuple(problems), summaries)
 
 
@@ -84,17 +88,17 @@ def write_report(report: VerifyReport, path: Path) -> None:
     write_json_atomic(path, report.to_json())
 
 
-def _check_case_job(job: tuple[Case, Dataset, VerifySettings]) -> tuple[list[Problem], dict]:
-    case, dataset, settings = job
-    checker = _CaseChecker(case, dataset, settings)
+def check_case(case: Case, dataset: Dataset, settings: VerifySettings, checks: CheckSettings) -> tuple[list[Problem], dict]:
+    """Check one case's files; return its problems and a summary (shape, spacing, label values, transform used)."""
+    checker = _CaseChecker(case, dataset, settings, checks)
     return checker.run(), checker.summary
 
 
 class _CaseChecker:
     """Checks one case's channels and label; collects problems instead of raising."""
 
-    def __init__(self, case: Case, dataset: Dataset, settings: VerifySettings):
-        self.case, self.dataset, self.settings = case, dataset, settings
+    def __init__(self, case: Case, dataset: Dataset, settings: VerifySettings, checks: CheckSettings):
+        self.case, self.dataset, self.settings, self.checks = case, dataset, settings, checks
         self.problems: list[Problem] = []
         self.summary: dict = {"split": case.split}
 
@@ -108,22 +112,36 @@ class _CaseChecker:
         if len(images) == len(self.case.images) and images:
             self._check_channels(images)
             self.summary.update(shape=list(images[0].geometry.shape), spacing=images[0].geometry.spacing.round(4).tolist())
-            if self.case.label is not None and self.case.label.exists() and (label := self._read(self.case.label)):
+            label_path = self.case.label
+            if label_path is not None and label_path.exists() and (label := self._read(label_path, is_label=True)):
                 self._check_label(label, images[0])
         return self.problems
 
-    def _read(self, path: Path) -> LoadedNifti | None:
+    def _read(self, path: Path, is_label: bool = False) -> LoadedNifti | None:
         try:
-            loaded = read_nifti(path, self.case.case_id)
+            loaded = read_nifti(path, self.case.case_id, int(self.checks.max_decoded_gib * 2**30))
         except InvalidInputError as exc:
             self.add(path, exc.code or "F2", exc.reason)
             return None
         if mismatch := loaded.suffix_mismatch():
             self.add(path, "F3", f"{mismatch}; read by content, outputs use the correct suffix", "warning")
+        if loaded.trailing_bytes:
+            self.add(path, "F7", f"{loaded.trailing_bytes} bytes or more past the declared voxel data; ignored", "warning")
         loaded = self._squeeze_or_reject(loaded)
-        if loaded is not None:
-            self._check_orthonormal(loaded)
+        if loaded is not None and not self._check_header(loaded, is_label):
+            return None
         return loaded
+
+    def _check_header(self, loaded: LoadedNifti, is_label: bool) -> bool:
+        """Add the header's findings; return whether the file is usable (no header error)."""
+        usable = True
+        for finding in header_findings(loaded, self.checks, is_label):
+            if finding.severity == "note":
+                self.summary.setdefault("transform", {})[loaded.path.name] = finding.message
+                continue
+            self.add(loaded.path, finding.code, finding.message, finding.severity)
+            usable &= finding.severity != "error"
+        return usable
 
     def _squeeze_or_reject(self, loaded: LoadedNifti) -> LoadedNifti | None:
         """Row G8: squeeze a singleton 4th axis (if allowed); reject 2D and true 4D data."""
@@ -136,16 +154,6 @@ class _CaseChecker:
         kind = "4D" if loaded.data.ndim == 4 else "2D"
         self.add(loaded.path, "G8", f"{kind} data with shape {shape}; expected a 3D volume (x, y, z) with every axis > 1")
         return None
-
-    def _check_orthonormal(self, loaded: LoadedNifti) -> None:
-        deviation = loaded.geometry.orthonormality_error()
-        if deviation > self.settings.direction_tolerance:
-            self.add(
-                loaded.path,
-                "G4",
-                f"direction matrix is not orthonormal (max |D^T D - I| = {deviation:.4g} > "
-                f"{self.settings.direction_tolerance:g}): sheared affine {np.round(loaded.affine[:3, :3], 4).tolist()}",
-            )
 
     def _check_values(self, image: LoadedNifti) -> None:
         data = image.data
@@ -166,8 +174,10 @@ class _CaseChecker:
     def _check_channels(self, images: list[LoadedNifti]) -> None:
         first = images[0]
         for other in images[1:]:
-            if other.geometry.shape != first.geometry.shape or not np.allclose(
-                other.affine, first.affine, atol=self.settings.origin_tolerance_mm
+            shape = first.geometry.shape
+            if (
+                other.geometry.shape != shape
+                or corner_displacement_mm(other.affine, first.affine, shape) > self.checks.origin_tolerance_mm
             ):
                 self.add(
                     other.path,
@@ -195,7 +205,7 @@ class _CaseChecker:
         self.summary["label_values"] = sorted(int(v) for v in values)
 
     def _compare_geometry(self, label: LoadedNifti, image: LoadedNifti) -> None:
-        ig, lg, s = image.geometry, label.geometry, self.settings
+        ig, lg, s = image.geometry, label.geometry, self.checks
         where = f"image {image.path}"
         if ig.shape != lg.shape:
             self.add(label.path, "G1", f"shape {lg.shape} differs from {where} shape {ig.shape}")
@@ -224,7 +234,10 @@ class _CaseChecker:
             return None
         if np.issubdtype(label.data.dtype, np.floating):
             self.add(
-                label.path, "V2", f"label stored as {label.data.dtype} with exact integer values; converted to uint8", "warning"
+                label.path,
+                "V2",
+                f"label stored as {label.data.dtype} with exact integer values; converted",
+                "warning",
             )
         return [int(v) for v in np.unique(label.data)]
 

@@ -11,21 +11,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import PipelineConfig
+from pipeline.data.header import read_checked
 from pipeline.data.labels import LabelRegistry
 from pipeline.data.layout import Case, load_dataset
-from pipeline.data.nifti import label_array, read_nifti, squeeze_to_3d
+from pipeline.data.nifti import label_array, squeeze_to_3d
 from pipeline.errors import DatasetError, InvalidInputError, Problem
 from pipeline.evaluation.metrics import METRIC_NAMES, case_metrics
 from pipeline.evaluation.qc import save_case_qc, write_html_report
 from pipeline.io_utils import atomic_path, file_digest, text_digest, write_json_atomic
+from pipeline.parallel import run_guarded
+from pipeline.preprocess.reading import same_grid
 from pipeline.tracking.mlflow_run import RunTracker, run_tags
-
-AFFINE_TOLERANCE_MM = 1e-4
 
 
 def evaluate_dataset(cfg: PipelineConfig, stage: str = "evaluate") -> dict[str, float]:
@@ -45,10 +47,9 @@ def evaluate_dataset(cfg: PipelineConfig, stage: str = "evaluate") -> dict[str, 
     details = Path(cfg.evaluate.reports_dir) / "details"
     rows, problems = [], []
     for index, case in enumerate(cases):
-        try:
-            rows.append(_score_case(cfg, case, dataset.labels, labels, details, with_qc=_wants_qc(cfg, index)))
-        except InvalidInputError as exc:
-            problems.append(Problem(str(exc.path), exc.code or "G1", "error", exc.reason, case.case_id))
+        score = partial(_score_case, cfg, case, dataset.labels, labels, details, with_qc=_wants_qc(cfg, index))
+        outcome = run_guarded(case.case_id, _prediction_path(cfg, case), score)
+        (problems if isinstance(outcome, Problem) else rows).append(outcome)
     if problems:
         raise DatasetError(problems, f"evaluation failed for {len({p.case for p in problems})} of {len(cases)} case(s)")
     aggregate = aggregate_metrics(rows, labels)
@@ -66,20 +67,20 @@ def _prediction_path(cfg: PipelineConfig, case: Case) -> Path:
 
 
 def _score_case(cfg, case: Case, registry: LabelRegistry, labels: dict[int, str], details: Path, with_qc: bool) -> dict:
-    truth_file = read_nifti(case.label, case.case_id)
+    truth_file = read_checked(case.label, case.case_id, cfg.checks, is_label=True)
     truth = label_array(truth_file, registry.values, case.case_id)
-    predicted_file = read_nifti(_prediction_path(cfg, case), case.case_id)
+    predicted_file = read_checked(_prediction_path(cfg, case), case.case_id, cfg.checks, is_label=True)
     prediction = label_array(predicted_file, registry.values, case.case_id)
     if prediction.shape != truth.shape:
         reason = f"shape {prediction.shape} differs from the ground truth {truth.shape}"
         raise InvalidInputError(predicted_file.path, reason, code="G1")
-    if not np.allclose(predicted_file.affine, truth_file.affine, atol=AFFINE_TOLERANCE_MM, rtol=0):
+    if not same_grid(predicted_file, truth_file, cfg.checks):
         reason = "affine differs from the ground truth's: the mask does not lie on its scan"
         raise InvalidInputError(predicted_file.path, reason, code="G3")
     metrics = case_metrics(prediction, truth, tuple(truth_file.geometry.spacing), labels, cfg.evaluate.surface_tolerance_mm)
     row = {"case": case.case_id, "metrics": metrics, "mean_dice": float(np.mean([m["dice"] for m in metrics.values()]))}
     if with_qc:
-        image = squeeze_to_3d(read_nifti(case.images[0], case.case_id), case.case_id)
+        image = squeeze_to_3d(read_checked(case.images[0], case.case_id, cfg.checks), case.case_id)
         row["image"] = f"{case.case_id}.png"
         save_case_qc(details / "qc" / row["image"], image, truth_file.affine, prediction, truth, registry, case.case_id)
     return row

@@ -16,14 +16,16 @@ import numpy as np
 from pipeline import __version__
 from pipeline.config import ExportFormat, PipelineConfig
 from pipeline.data.dicom import DicomSeries
-from pipeline.data.labels import LabelRegistry
+from pipeline.data.header import read_checked
+from pipeline.data.labels import LabelRegistry, label_dtype
 from pipeline.data.layout import load_dataset
-from pipeline.data.nifti import read_nifti, write_nifti
-from pipeline.errors import DatasetError, InvalidInputError, Problem
+from pipeline.data.nifti import label_array, write_nifti
+from pipeline.errors import DatasetError, Problem
 from pipeline.export.dicom_seg import write_dicom_seg
 from pipeline.export.itksnap import write_itksnap_labels
 from pipeline.export.slicer import write_color_table, write_seg_nrrd
-from pipeline.io_utils import refuse_existing, write_json_atomic
+from pipeline.io_utils import atomic_dir, refuse_existing, write_json_atomic
+from pipeline.parallel import run_guarded
 
 COLOR_TABLE = "labels.ctbl"
 ITKSNAP_LABELS = "itksnap_labels.txt"
@@ -52,20 +54,21 @@ def export_case(
         model_names: recorded in the DICOM SEG algorithm identification.
 
     Returns:
-        The written paths.
+        The written paths. The folder is written whole or not at all (:func:`pipeline.io_utils.atomic_dir`).
     """
     folder = Path(folder)
-    written = []
-    if "nifti" in formats:
-        written.append(folder / f"{name}_seg.nii.gz")
-        write_nifti(written[-1], label_map, affine, np.uint8 if label_map.max(initial=0) < 256 else np.uint16)
-    if "seg_nrrd" in formats:
-        written.append(folder / f"{name}.seg.nrrd")
-        write_seg_nrrd(written[-1], label_map, affine, registry)
-    if "dicom_seg" in formats and dicom is not None:
-        written.append(folder / f"{name}_seg.dcm")
-        write_dicom_seg(written[-1], label_map, dicom.files, registry, __version__, model_names)
-    return written
+    names = []
+    with atomic_dir(folder) as tmp:
+        if "nifti" in formats:
+            names.append(f"{name}_seg.nii.gz")
+            write_nifti(tmp / names[-1], label_map, affine, label_dtype(int(label_map.max(initial=0)) + 1))
+        if "seg_nrrd" in formats:
+            names.append(f"{name}.seg.nrrd")
+            write_seg_nrrd(tmp / names[-1], label_map, affine, registry)
+        if "dicom_seg" in formats and dicom is not None:
+            names.append(f"{name}_seg.dcm")
+            write_dicom_seg(tmp / names[-1], label_map, dicom.files, registry, __version__, model_names)
+    return [folder / n for n in names]
 
 
 def write_label_tables(folder: Path, registry: LabelRegistry, formats: tuple[ExportFormat, ...]) -> list[Path]:
@@ -96,13 +99,17 @@ def export_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
     refuse_existing([out_dir / case_id for case_id in predictions], overwrite)
     problems, written = [], {}
     for case_id, path in predictions.items():
-        try:
-            loaded = read_nifti(path, case_id)
-        except InvalidInputError as exc:
-            problems.append(Problem(str(exc.path), exc.code or "F1", "error", exc.reason, case_id))
+
+        def export(case_id=case_id, path=path) -> list[Path]:
+            loaded = read_checked(path, case_id, cfg.checks, is_label=True)
+            labels = label_array(loaded, dataset.labels.values, case_id)
+            return export_case(out_dir / case_id, case_id, labels, loaded.affine, dataset.labels, formats)
+
+        outcome = run_guarded(case_id, path, export)
+        if isinstance(outcome, Problem):
+            problems.append(outcome)
             continue
-        paths = export_case(out_dir / case_id, case_id, np.asarray(loaded.data), loaded.affine, dataset.labels, formats)
-        written[case_id] = [str(p) for p in paths]
+        written[case_id] = [str(p) for p in outcome]
     if problems:
         raise DatasetError(problems, f"export failed for {len(problems)} of {len(predictions)} case(s)")
     tables = write_label_tables(out_dir, dataset.labels, formats)

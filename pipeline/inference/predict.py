@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.config import InferSettings
-from pipeline.data.labels import LabelRegistry
+from pipeline.data.labels import LabelRegistry, label_dtype
 from pipeline.devices import amp_dtype_for, pick_device
 from pipeline.errors import ConfigError
 from pipeline.inference.bundle import ModelBundle, check_compatible, load_bundle
@@ -87,14 +87,14 @@ def predict_scan(predictor: Predictor, image: np.ndarray, affine: np.ndarray) ->
         record, prepared, _ = transform_case(image, affine, None, bundle.plan)
         records.append(record)
         coarse.append(predict_probabilities(predictor, bundle, prepared))
-    if all(r.to_json() == records[0].to_json() for r in records) and predictor.labels.num_classes <= 256:
+    if all(r.to_json() == records[0].to_json() for r in records):
         # one shared grid: average there (interpolation is linear, so this equals averaging after it)
         label = restore_argmax(sum(coarse) / len(coarse), records[0])
     else:
         summed = None
         for record, probabilities in zip(records, coarse):
             summed = restore_probabilities(probabilities, record, summed)
-        label = summed.argmax(axis=0).astype(np.uint8 if predictor.labels.num_classes <= 256 else np.uint16)
+        label = summed.argmax(axis=0).astype(label_dtype(predictor.labels.num_classes))
     return apply_postprocessing(label, postprocessing_for(predictor))
 
 

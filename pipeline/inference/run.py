@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.config import ExportFormat, InferSettings, PipelineConfig
+from pipeline.config import CheckSettings, ExportFormat, InferSettings, PipelineConfig
+from pipeline.data.header import DEFAULT_CHECKS
 from pipeline.data.layout import load_dataset
 from pipeline.data.nifti import write_nifti
-from pipeline.errors import DatasetError, InvalidInputError, Problem
+from pipeline.errors import DatasetError, Problem
 from pipeline.export.run import export_case, write_label_tables
 from pipeline.inference.predict import Predictor, load_predictor, predict_scan
 from pipeline.inference.sources import Naming, discover_scans, read_scan
 from pipeline.io_utils import refuse_existing, write_json_atomic
+from pipeline.parallel import run_guarded
 from pipeline.preprocess.reading import read_case
 
 
@@ -42,19 +45,22 @@ def infer_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
     seconds, problems = {}, []
     for case in tqdm(cases, desc="infer", unit="case", disable=None):
         start = time.perf_counter()
-        try:
-            image, affine, _ = read_case(replace(case, label=None), set())  # inference never reads ground truth
-            label = predict_scan(predictor, image, affine)
-        except InvalidInputError as exc:
-            problems.append(Problem(str(exc.path), exc.code or "F2", "error", exc.reason, case.case_id))
+        outcome = run_guarded(case.case_id, case.images[0], partial(_infer_case, predictor, case, out_dir, cfg.checks))
+        if isinstance(outcome, Problem):
+            problems.append(outcome)
             continue
-        write_nifti(out_dir / f"{case.case_id}.nii.gz", label, affine, label.dtype)
         seconds[case.case_id] = round(time.perf_counter() - start, 3)
     if problems:
         raise DatasetError(problems, f"inference failed for {len({p.case for p in problems})} of {len(cases)} case(s)")
     summary = out_dir / "inference.json"
     write_json_atomic(summary, {**_describe(predictor), "seconds_per_case": seconds})
     return summary
+
+
+def _infer_case(predictor: Predictor, case, out_dir: Path, checks) -> None:
+    image, affine, _ = read_case(replace(case, label=None), set(), checks)  # inference never reads ground truth
+    label = predict_scan(predictor, image, affine)
+    write_nifti(out_dir / f"{case.case_id}.nii.gz", label, affine, label.dtype)
 
 
 def _describe(predictor: Predictor) -> dict:
@@ -75,6 +81,7 @@ def predict_path(
     series_uid: str | None = None,
     overwrite: bool = False,
     decisions: Path | None = None,
+    checks: CheckSettings = DEFAULT_CHECKS,
 ) -> dict[str, list[Path]]:
     """Segment a NIfTI file, a folder of NIfTI files, or a DICOM series folder, and export for the viewers.
 
@@ -97,15 +104,18 @@ def predict_path(
     model_names = tuple(Path(b.folder).name for b in predictor.bundles)
     written, problems = {}, []
     for source in tqdm(sources, desc="predict", unit="scan", disable=None):
-        try:
-            scan = read_scan(source, channels, series_uid)
+
+        def segment(source=source) -> list[Path]:
+            scan = read_scan(source, channels, series_uid, checks)
             label = predict_scan(predictor, scan.image, scan.affine)
-        except InvalidInputError as exc:
-            problems.append(Problem(str(exc.path), exc.code or "F2", "error", exc.reason, source.name))
+            folder = output_dir / source.name
+            return export_case(folder, source.name, label, scan.affine, predictor.labels, formats, scan.dicom, model_names)
+
+        outcome = run_guarded(source.name, source.path, segment)
+        if isinstance(outcome, Problem):
+            problems.append(outcome)
             continue
-        folder = output_dir / source.name
-        files = export_case(folder, source.name, label, scan.affine, predictor.labels, formats, scan.dicom, model_names)
-        written[str(source.path)] = files
+        written[str(source.path)] = outcome
     if problems:
         raise DatasetError(problems, f"prediction failed for {len(problems)} of {len(sources)} scan(s)")
     write_label_tables(output_dir, predictor.labels, formats)

@@ -31,7 +31,7 @@ def plan_dataset(cfg: PipelineConfig) -> Plans:
     s = cfg.preprocess
     fingerprint, problems = compute_fingerprint(
         dataset, s.ct_percentiles, s.intensity_samples_per_case, cfg.base.seed, s.body_threshold_hu, cfg.base.num_workers,
-        s.crop_margin_mm,
+        s.crop_margin_mm, cfg.checks,
     )  # fmt: skip
     if problems:
         from pipeline.errors import DatasetError

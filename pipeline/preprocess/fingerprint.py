@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-
 import numpy as np
 
+from pipeline.config import CheckSettings
+from pipeline.data.header import DEFAULT_CHECKS
 from pipeline.data.layout import Case, Dataset
-from pipeline.errors import DatasetError, InvalidInputError, Problem
+from pipeline.errors import DatasetError, Problem
+from pipeline.parallel import CaseJob, map_cases, split_outcomes
 from pipeline.preprocess.geometry import crop_box, ras_spacing, reorient_to_ras
 from pipeline.preprocess.intensity import IntensityStats, foreground_mask
 from pipeline.preprocess.reading import read_case
 
 
 def case_fingerprint(
-    case: Case, declared: set[int], samples: int, seed: int, body_threshold: float, is_ct: bool = True, margin_mm: float = 0.0
+    case: Case,
+    declared: set[int],
+    samples: int,
+    seed: int,
+    body_threshold: float,
+    is_ct: bool = True,
+    margin_mm: float = 0.0,
+    checks: CheckSettings = DEFAULT_CHECKS,
 ) -> dict:
     """Read one case; return its RAS spacing, shape, shape after cropping to the body, class voxel counts and sampled
     foreground intensities.
@@ -24,7 +32,7 @@ def case_fingerprint(
     Raises:
         InvalidInputError: as :func:`pipeline.preprocess.reading.read_case`.
     """
-    image, affine, label = read_case(case, declared)
+    image, affine, label = read_case(case, declared, checks)
     body = foreground_mask(image, is_ct, body_threshold)
     ras_body = reorient_to_ras(body | (label > 0) if label is not None else body, affine)[0]
     spacing = ras_spacing(affine)
@@ -49,7 +57,14 @@ def case_fingerprint(
 
 
 def compute_fingerprint(
-    dataset: Dataset, percentiles, samples: int, seed: int, body_threshold: float, num_workers: int, margin_mm: float = 0.0
+    dataset: Dataset,
+    percentiles,
+    samples: int,
+    seed: int,
+    body_threshold: float,
+    num_workers: int,
+    margin_mm: float = 0.0,
+    checks: CheckSettings = DEFAULT_CHECKS,
 ) -> tuple[dict, list[Problem]]:
     """Fingerprint the training cases of ``dataset`` (or every case if none is labelled).
 
@@ -62,14 +77,11 @@ def compute_fingerprint(
     """
     cases = dataset.split("train") or list(dataset.cases)
     declared = set(dataset.labels.values)
-    jobs = [(c, declared, samples, seed + i, body_threshold, dataset.is_ct, margin_mm) for i, c in enumerate(cases)]
-    if num_workers > 0 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=num_workers) as pool:
-            outcomes = list(pool.map(_run, jobs))
-    else:
-        outcomes = [_run(job) for job in jobs]
-    per_case = [o for o in outcomes if isinstance(o, dict)]
-    problems = [o for o in outcomes if isinstance(o, Problem)]
+    jobs = [
+        CaseJob(c.case_id, c.images[0], (c, declared, samples, seed + i, body_threshold, dataset.is_ct, margin_mm, checks))
+        for i, c in enumerate(cases)
+    ]
+    per_case, problems = split_outcomes(map_cases(case_fingerprint, jobs, num_workers))
     if not per_case:
         raise DatasetError(problems, "no case could be read for the fingerprint")
     return _summarise(dataset, per_case, percentiles), problems
@@ -93,10 +105,3 @@ def _summarise(dataset: Dataset, per_case: list[dict], percentiles) -> dict:
         "intensity_source": "foreground" if any("class_voxels" in c for c in per_case) else "body",
         "cases": per_case,
     }
-
-
-def _run(job) -> dict | Problem:
-    try:
-        return case_fingerprint(*job)
-    except InvalidInputError as exc:
-        return Problem(str(exc.path), exc.code or "F2", "error", exc.reason, job[0].case_id)

@@ -17,6 +17,8 @@ import nibabel.orientations as nio
 import numpy as np
 import SimpleITK as sitk
 
+from pipeline.data.labels import label_dtype
+
 RAS_ORNT = nio.axcodes2ornt(("R", "A", "S"))
 _INTERPOLATORS = {"nearest": sitk.sitkNearestNeighbor, "linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}
 
@@ -223,11 +225,13 @@ def restore_argmax(probabilities: np.ndarray, record: CaseGeometryRecord) -> np.
     channels (about 4 GB for 4 classes at 512 x 512 x 300).
 
     Returns:
-        uint8 label map with ``record.original_shape`` (channel index = label value; background outside the crop).
+        label map (:func:`pipeline.data.labels.label_dtype`) with ``record.original_shape`` (channel index =
+        label value; background outside the crop).
     """
     from scipy import ndimage
 
-    coarse = probabilities.argmax(axis=0).astype(np.uint8)
+    dtype = label_dtype(probabilities.shape[0])
+    coarse = probabilities.argmax(axis=0).astype(dtype)
     unanimous = ndimage.maximum_filter(coarse, size=3, mode="nearest") == ndimage.minimum_filter(coarse, size=3, mode="nearest")
     positions = [
         (np.arange(n_fine) + 0.5) * (fine / coarse_spacing) - 0.5
@@ -239,13 +243,13 @@ def restore_argmax(probabilities: np.ndarray, record: CaseGeometryRecord) -> np.
     if boundary[0].size:
         points = np.stack([positions[axis][index] for axis, index in enumerate(boundary)])
         values = np.stack([ndimage.map_coordinates(channel, points, order=1, mode="nearest") for channel in probabilities])
-        cropped[boundary] = values.argmax(axis=0).astype(np.uint8)
-    full = np.zeros(record.ras_shape, dtype=np.uint8)
+        cropped[boundary] = values.argmax(axis=0).astype(dtype)
+    full = np.zeros(record.ras_shape, dtype=dtype)
     full[tuple(slice(a, b) for a, b in zip(record.crop_start, record.crop_stop))] = cropped
     return np.ascontiguousarray(undo_reorientation(full, record.to_ras))
 
 
 def restore_label_map(label: np.ndarray, record: CaseGeometryRecord, num_classes: int) -> np.ndarray:
-    """Map a preprocessed label map back to the original grid (one-hot, linear, argmax) as uint8."""
+    """Map a preprocessed label map back to the original grid (one-hot, linear, argmax) as uint8 (uint16 above 255)."""
     one_hot = np.stack([(label == c).astype(np.float32) for c in range(num_classes)])
-    return restore_probabilities(one_hot, record).argmax(axis=0).astype(np.uint8)
+    return restore_probabilities(one_hot, record).argmax(axis=0).astype(label_dtype(num_classes))

@@ -1,59 +1,71 @@
-"""Checked reading of one case (all channels and label), shared by the fingerprint and the preprocess passes."""
+"""Checked reading of one case (all channels and label), shared by plan, preprocess, infer, predict and crossval.
+
+Every file passes the same header checks as ``verify`` (:func:`pipeline.data.header.require_valid_header`)
+with the same tolerances (``checks`` in the config).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from pipeline.config import CheckSettings
+from pipeline.data.header import DEFAULT_CHECKS, corner_displacement_mm, read_checked
 from pipeline.data.layout import Case
-from pipeline.data.nifti import label_array, read_nifti, squeeze_to_3d
+from pipeline.data.nifti import LoadedNifti, label_array, squeeze_to_3d
 from pipeline.errors import InvalidInputError
 
-AFFINE_TOLERANCE_MM = 1e-3
+
+def same_grid(first: LoadedNifti, second: LoadedNifti, checks: CheckSettings = DEFAULT_CHECKS) -> bool:
+    """Whether two files lie on the same grid: equal shape, and corners within ``checks.origin_tolerance_mm``."""
+    shape = first.data.shape[:3]
+    return (
+        shape == second.data.shape[:3]
+        and corner_displacement_mm(first.affine, second.affine, shape) <= checks.origin_tolerance_mm
+    )
 
 
-def read_case(case: Case, declared_labels: set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def read_case(
+    case: Case, declared_labels: set[int], checks: CheckSettings = DEFAULT_CHECKS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Read a case's channels and label and check they fit together.
 
     Returns:
-        (float32 image (C, x, y, z), the image affine, uint8 label (x, y, z) or ``None``).
+        (float32 image (C, x, y, z), the image affine, label (x, y, z) as uint8, or uint16 when an id exceeds 255, or ``None``).
 
     Raises:
-        InvalidInputError: unreadable file, non-3D data (G8), NaN/Inf (V1), channel or label
+        InvalidInputError: unreadable file, bad header (G4, G9, G11, V8), non-3D data (G8), NaN/Inf (V1), channel or label
             geometry that differs from the first channel (G8, G1, G3), bad label values (V3, V4).
     """
-    channels, affine = [], None
+    channels, first = [], None
     for path in case.images:
-        loaded = read_nifti(path, case.case_id)
+        loaded = read_checked(path, case.case_id, checks)
         data = squeeze_to_3d(loaded, case.case_id)
         if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
             raise InvalidInputError(path, f"{int((~np.isfinite(data)).sum())} NaN/Inf voxels", case.case_id, "V1")
-        if affine is not None and (data.shape != channels[0].shape or not _same(loaded.affine, affine)):
+        if first is not None and (data.shape != channels[0].shape or not same_grid(loaded, first, checks)):
             raise InvalidInputError(
                 path,
-                f"channel geometry differs from {case.images[0].name}: shape {data.shape} vs {channels[0].shape}",
+                f"channel geometry differs from {case.images[0].name}: shape {data.shape} vs {channels[0].shape}, "
+                f"affine {np.round(loaded.affine, 4).tolist()} vs {np.round(first.affine, 4).tolist()}",
                 case.case_id,
                 "G8",
             )
         channels.append(data.astype(np.float32))
-        affine = loaded.affine if affine is None else affine
-    label = _read_label(case, channels[0].shape, affine, declared_labels) if case.label else None
-    return np.stack(channels), affine, label
+        first = loaded if first is None else first
+    label = _read_label(case, first, channels[0].shape, declared_labels, checks) if case.label else None
+    return np.stack(channels), first.affine, label
 
 
-def _read_label(case: Case, shape: tuple[int, ...], affine: np.ndarray, declared: set[int]) -> np.ndarray:
-    loaded = read_nifti(case.label, case.case_id)
+def _read_label(case: Case, image: LoadedNifti, shape: tuple[int, ...], declared: set[int], checks: CheckSettings) -> np.ndarray:
+    loaded = read_checked(case.label, case.case_id, checks, is_label=True)
     label = label_array(loaded, declared, case.case_id)
     if label.shape != tuple(shape):
         raise InvalidInputError(case.label, f"shape {label.shape} differs from image shape {tuple(shape)}", case.case_id, "G1")
-    if not _same(loaded.affine, affine):
+    if not same_grid(loaded, image, checks):
         raise InvalidInputError(
             case.label,
-            f"affine {np.round(loaded.affine, 4).tolist()} differs from image affine {np.round(affine, 4).tolist()}",
+            f"affine {np.round(loaded.affine, 4).tolist()} differs from image affine {np.round(image.affine, 4).tolist()}",
             case.case_id,
             "G3",
         )
     return label
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.allclose(a, b, atol=AFFINE_TOLERANCE_MM, rtol=0))

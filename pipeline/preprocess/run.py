@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from pipeline.config import PipelineConfig, PreprocessSettings
+from pipeline.config import CheckSettings, PipelineConfig, PreprocessSettings
+from pipeline.data.header import DEFAULT_CHECKS
+from pipeline.data.labels import label_dtype
 from pipeline.data.layout import Case, Dataset, load_dataset
-from pipeline.errors import DatasetError, InvalidInputError, Problem
+from pipeline.errors import DatasetError, Problem
 from pipeline.io_utils import file_digest, save_npy_atomic, text_digest, write_json_atomic
+from pipeline.parallel import CaseJob, map_cases
 from pipeline.planning.plans import Plans, read_plans
 from pipeline.preprocess.geometry import (
     CaseGeometryRecord,
@@ -51,6 +52,7 @@ class Plan:
     num_classes: int
     out_dir: Path
     digest: str
+    checks: CheckSettings = field(default_factory=CheckSettings)
 
 
 def preprocess_dataset(cfg: PipelineConfig) -> Path:
@@ -72,7 +74,7 @@ def preprocess_dataset(cfg: PipelineConfig) -> Path:
     _remove_stale(root, set(grids))
     manifests = {}
     for identifier, spacing in grids.items():
-        plan = make_plan(dataset, settings, plans, spacing, root / identifier)
+        plan = make_plan(dataset, settings, plans, spacing, root / identifier, cfg.checks)
         records = _run_cases(cases, plan, cfg.base.num_workers)
         _remove_stale(plan.out_dir / "cases", {c.case_id for c in cases})
         stats = plan.stats.__dict__ if plan.stats else None
@@ -87,7 +89,12 @@ def planned_grids(plans: Plans) -> dict[str, tuple[float, float, float]]:
 
 
 def make_plan(
-    dataset: Dataset, settings: PreprocessSettings, plans: Plans, spacing: tuple[float, float, float], out_dir: Path
+    dataset: Dataset,
+    settings: PreprocessSettings,
+    plans: Plans,
+    spacing: tuple[float, float, float],
+    out_dir: Path,
+    checks: CheckSettings = DEFAULT_CHECKS,
 ) -> Plan:
     """What every case of one grid needs: the target spacing, the CT statistics of the plan, the settings."""
     ct = next((n for n in plans.normalisation if n.scheme == "ct"), None)
@@ -108,34 +115,18 @@ def make_plan(
         dataset.labels.num_classes,
         Path(out_dir),
         text_digest(json.dumps(payload, sort_keys=True)),
+        checks,
     )
 
 
 def _run_cases(cases: list[Case], plan: Plan, num_workers: int) -> dict[str, dict]:
-    """Preprocess ``cases``; raise one DatasetError listing every failure."""
-    records: dict[str, dict] = {}
-    problems: list[Problem] = []
-    progress = tqdm(total=len(cases), desc="preprocess", unit="case", disable=None)
-    if num_workers > 0:
-        with ProcessPoolExecutor(max_workers=num_workers) as pool:
-            futures = {c.case_id: pool.submit(preprocess_case, c, plan) for c in cases}
-            for case in cases:
-                _collect(case, futures[case.case_id], records, problems, progress)
-    else:
-        for case in cases:
-            _collect(case, None, records, problems, progress, plan)
-    progress.close()
+    """Preprocess ``cases``; raise one DatasetError listing every failure (the other cases are still written)."""
+    jobs = [CaseJob(c.case_id, c.images[0], (c, plan)) for c in cases]
+    outcomes = map_cases(preprocess_case, jobs, num_workers, progress="preprocess")
+    problems = [o for o in outcomes if isinstance(o, Problem)]
     if problems:
         raise DatasetError(problems, f"preprocessing failed for {len({p.case for p in problems})} of {len(cases)} case(s)")
-    return records
-
-
-def _collect(case: Case, future: Future | None, records: dict, problems: list, progress, plan: Plan | None = None) -> None:
-    try:
-        records[case.case_id] = future.result() if future is not None else preprocess_case(case, plan)
-    except InvalidInputError as exc:
-        problems.append(Problem(str(exc.path), exc.code or "P", "error", exc.reason, case.case_id))
-    progress.update(1)
+    return {case.case_id: record for case, record in zip(cases, outcomes)}
 
 
 def preprocess_case(case: Case, plan: Plan) -> dict:
@@ -153,7 +144,7 @@ def preprocess_case(case: Case, plan: Plan) -> dict:
     previous = _read_record(case_dir / "record.json")
     if previous and previous["config_digest"] == plan.digest and previous["source_digests"] == digests:
         return previous
-    image, affine, label = read_case(case, set(plan.declared_labels))
+    image, affine, label = read_case(case, set(plan.declared_labels), plan.checks)
     geometry, image, label = transform_case(image, affine, label, plan)
     save_npy_atomic(case_dir / "image.npy", image)
     if label is not None:
@@ -210,7 +201,11 @@ def transform_case(
     out_label = None
     if ras_label is not None:
         one_hot = np.stack([(ras_label[box] == c).astype(np.float32) for c in range(plan.num_classes)])
-        out_label = resample_volume(one_hot, spacing, plan.target_spacing, shape, "linear").argmax(axis=0).astype(np.uint8)
+        out_label = (
+            resample_volume(one_hot, spacing, plan.target_spacing, shape, "linear")
+            .argmax(axis=0)
+            .astype(label_dtype(plan.num_classes))
+        )
     record = CaseGeometryRecord(
         affine,
         tuple(int(v) for v in image.shape[1:]),

@@ -72,3 +72,33 @@ def test_every_missing_or_orphaned_file_is_listed_in_one_error(tmp_path):
 def test_missing_dataset_json_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="missing dataset.json"):
         load_dataset(tmp_path)
+
+
+def test_an_msd_entry_without_label_is_named_by_key_and_position(tmp_path):
+    root = write_msd(tmp_path / "ds", {"a": (make_volume(), make_label()), "b": (make_volume(), make_label())})
+    meta = json.loads((root / "dataset.json").read_text())
+    del meta["training"][1]["label"]
+    meta["test"] = [{"no_image": "x"}]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    dataset = load_dataset(root, strict=False)
+    messages = sorted(p.line() for p in dataset.problems if p.code == "F2")
+    assert messages == [
+        f"{root / 'dataset.json'}: error [F2] test[0] {{'no_image': 'x'}} has no 'image' path",
+        f"{root / 'dataset.json'}: error [F2] training[1] {{'image': './imagesTr/b.nii.gz'}} has no 'label' path",
+    ]
+    assert [c.case_id for c in dataset.cases] == ["a"]
+
+
+def test_a_case_id_in_both_training_and_test_sets_is_test_leakage(tmp_path):
+    root = tmp_path / "Dataset002_Leak"
+    for case in ("a", "b"):
+        save(root / "imagesTr" / f"{case}_0000.nii.gz", make_volume())
+        save(root / "labelsTr" / f"{case}.nii.gz", make_label())
+    save(root / "imagesTs" / "b_0000.nii.gz", make_volume())
+    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "x": 1, "y": 2}, "numTraining": 2, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError) as leaked:
+        load_dataset(root)
+    (problem,) = leaked.value.problems
+    assert (problem.code, problem.case, problem.path) == ("F9", "b", str(root / "imagesTs" / "b_0000.nii.gz"))
+    assert "test leakage" in problem.message and str(root / "imagesTr" / "b_0000.nii.gz") in problem.message

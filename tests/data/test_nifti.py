@@ -83,3 +83,31 @@ def test_geometry_properties_and_json_round_trip():
     sheared = affine.copy()
     sheared[0, 1] = 0.5
     assert Geometry(sheared, (4, 5, 6)).orthonormality_error() > 0.1
+
+
+def test_label_ids_above_255_keep_their_value_through_read_preprocess_restore_and_write(tmp_path):
+    from dataclasses import replace
+
+    from pipeline.data.labels import label_dtype
+    from pipeline.data.nifti import label_array
+    from pipeline.preprocess.geometry import restore_label_map
+    from pipeline.preprocess.run import transform_case
+    from tests.inference.oracle import oblique_lps_affine, oracle_plan
+
+    assert (label_dtype(256), label_dtype(257), label_dtype(65536)) == (np.uint8, np.uint16, np.uint16)
+    with pytest.raises(ValueError, match="label id 65536 exceeds 65535"):
+        label_dtype(65537)
+    affine = oblique_lps_affine()
+    label = np.zeros((16, 14, 8), np.int32)
+    label[3:7, 3:7, 2:5], label[8:12, 6:10, 3:6] = 1, 300
+    path = save(tmp_path / "label.nii.gz", label, affine)
+    read = label_array(read_nifti(path), {0, 1, 300})
+    assert read.dtype == np.uint16 and np.array_equal(read, label)
+    image = np.where(label > 0, 100.0, 0.0).astype(np.float32)[None]
+    plan = replace(oracle_plan(affine), declared_labels=frozenset({0, 1, 300}), num_classes=301)
+    record, _, prepared = transform_case(image, affine, read, plan)
+    assert prepared.dtype == np.uint16 and set(np.unique(prepared)) == {0, 1, 300}
+    restored = restore_label_map(prepared, record, 301)
+    assert restored.dtype == np.uint16 and np.array_equal(restored, label)
+    write_nifti(tmp_path / "out.nii.gz", restored, affine, label_dtype(301))
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "out.nii.gz").dataobj), label)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 
+import nibabel as nib
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.config import VerifySettings
+from pipeline.config import CheckSettings, VerifySettings
 from pipeline.data.verify import verify_dataset
 from tests.conftest import make_label, make_volume, save, write_msd
 
@@ -20,6 +23,27 @@ AFFINE = np.diag([1.5, 1.5, 3.0, 1.0])
 def _truncate(path):
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])
+
+
+def patch_header(path, **fields):
+    """Rewrite header fields of a saved .nii.gz in place, bypassing nibabel's consistency fixes (pixdim, scaling)."""
+    raw = gzip.decompress(path.read_bytes())
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw[:348]), check=False)
+    for name, value in fields.items():
+        if name.startswith("pixdim"):
+            header["pixdim"][int(name[-1])] = value
+        else:
+            header[name] = value
+    path.write_bytes(gzip.compress(header.binaryblock + raw[348:]))
+
+
+def save_with_forms(path, data, qform, sform, qcode=1, scode=1):
+    """Save with an explicit qform and sform (nibabel would otherwise keep them in step)."""
+    image = nib.Nifti1Image(data, sform)
+    image.set_qform(qform, code=qcode)
+    image.set_sform(sform, code=scode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, path)
 
 
 def _build(root, row):
@@ -62,6 +86,27 @@ def _build(root, row):
         sheared = AFFINE.copy()
         sheared[0, 1] = 0.3
         save(image_path, image, sheared)
+    if row == "G9":
+        shifted = AFFINE.copy()
+        shifted[0, 3] += 10.0  # a mask 10 mm off in ITK-based viewers
+        save_with_forms(image_path, image, shifted, AFFINE)
+    elif row in ("G11-zero", "G11-nan"):
+        patch_header(image_path, pixdim2=0.0 if row == "G11-zero" else np.nan)
+    elif row == "V8":
+        patch_header(label_path, scl_slope=2.0, scl_inter=0.0)
+    elif row == "F7-bomb":
+        raw = gzip.decompress(image_path.read_bytes())
+        image_path.write_bytes(gzip.compress(raw + bytes(40 << 20), compresslevel=1))
+    elif row == "F7-huge":
+        patch_header(image_path, dim=[3, 5000, 5000, 5000, 1, 1, 1, 1])
+    elif row == "F8":
+        rgb = np.zeros((40, 40, 20), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        nib.save(nib.Nifti1Image(rgb, AFFINE), image_path)
+    elif row == "F2-loop":
+        image_path.unlink()
+        other = image_path.with_name("loop.nii.gz")
+        image_path.symlink_to(other)
+        other.symlink_to(image_path)
     if row == "F1":
         _truncate(image_path)
     elif row == "F2-empty":
@@ -75,9 +120,9 @@ def _build(root, row):
         label_path.write_bytes((root / "labelsTr" / "plain.nii").read_bytes())
         (root / "labelsTr" / "plain.nii").unlink()
         assert gz[:2] == b"\x1f\x8b"
-    return (
-        image_path if row in {"F1", "F2-empty", "F2-random", "V1", "V7", "G8-4d", "G8-2d", "G8-singleton", "G4"} else label_path
-    )
+    on_image = {"F1", "F2-empty", "F2-random", "F2-loop", "F7-bomb", "F7-huge", "F8", "V1", "V7", "G4", "G9", "G11-zero",
+                "G11-nan", "G8-4d", "G8-2d", "G8-singleton"}  # fmt: skip
+    return image_path if row in on_image else label_path
 
 
 ROWS = {
@@ -91,6 +136,14 @@ ROWS = {
     "G3-origin": ("G3", "error", "origin [2.0, 0.0, 0.0] differs"),
     "G3-direction": ("G3", "error", "direction"),
     "G4": ("G4", "error", "not orthonormal"),
+    "G9": ("G9", "error", "qform and sform disagree by up to 10 mm"),
+    "G11-zero": ("G11", "error", "[1.5, 0.0, 3.0] must be finite and > 0"),
+    "G11-nan": ("G11", "error", "must be finite and > 0"),
+    "V8": ("V8", "error", "label map carries intensity scaling (scl_slope=2.0"),
+    "F2-loop": ("F2", "error", "symbolic link that does not resolve"),
+    "F7-bomb": ("F7", "warning", "past the declared voxel data"),
+    "F7-huge": ("F7", "error", "(5000, 5000, 5000)"),
+    "F8": ("F8", "error", "not a scalar image"),
     "G8-4d": ("G8", "error", "4D data with shape (40, 40, 20, 2)"),
     "G8-2d": ("G8", "error", "2D data with shape (40, 40, 1)"),
     "G8-singleton": ("G8", "warning", "squeezed to 3D"),
@@ -158,4 +211,6 @@ def test_spacing_tolerance_is_configurable(tmp_path):
     root = tmp_path / "ds"
     _build(root, "G2")
     assert any(p.code == "G2" for p in verify_dataset(root, VerifySettings()).problems)
-    assert not any(p.code == "G2" for p in verify_dataset(root, VerifySettings(spacing_tolerance_mm=0.05)).problems)
+    assert not any(
+        p.code == "G2" for p in verify_dataset(root, VerifySettings(), checks=CheckSettings(spacing_tolerance_mm=0.05)).problems
+    )

@@ -104,3 +104,78 @@ def test_infer_dataset_writes_each_test_scan_on_its_grid(tiny_phantom, tmp_path)
     assert mask.shape == image.shape and np.allclose(mask.affine, image.affine, atol=1e-5)
     with pytest.raises(DatasetError, match="T7"):
         infer_dataset(cfg)
+
+
+def test_predict_cli_names_every_bad_header_writes_the_good_scan_and_prints_no_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from tests.data.test_verify import patch_header, save_with_forms
+
+    folder = tmp_path / "in"
+    good = _patient_named_scan(folder)
+    image = np.asarray(nib.load(good).dataobj)
+    sheared = oblique_lps_affine()
+    sheared[0, 1] += 0.4
+    nib.save(nib.Nifti1Image(image, sheared), folder / "sheared.nii.gz")
+    moved = oblique_lps_affine()
+    moved[:3, 3] += 10.0
+    save_with_forms(folder / "forms.nii.gz", image, qform=moved, sform=oblique_lps_affine())
+    nib.save(nib.Nifti1Image(image, oblique_lps_affine()), folder / "flat.nii.gz")
+    patch_header(folder / "flat.nii.gz", pixdim3=0.0)
+    model = write_tiny_model(tmp_path / "model")
+    result = CliRunner().invoke(app, ["predict", str(folder), str(tmp_path / "out"), "--model", str(model), "--naming", "source"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    for name, code in (("sheared", "G4"), ("forms", "G9"), ("flat", "G11")):
+        assert f"{folder / name}.nii.gz: error [{code}] (case {name})" in result.output
+    assert "prediction failed for 3 of 4 scan(s)" in result.output
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == [good.name.removesuffix(".nii.gz")]
+
+
+def test_a_full_disk_stops_predict_cleanly_and_keeps_earlier_results(tmp_path, monkeypatch):
+    import errno
+
+    import pipeline.export.run as export_run
+    from pipeline.errors import DiskFullError
+
+    source = _patient_named_scan(tmp_path / "in")
+    model = write_tiny_model(tmp_path / "model")
+    first = predict_path(source, tmp_path / "out", _settings(model), ("nifti", "seg_nrrd"), naming="source")
+    before = {p: p.read_bytes() for p in first[str(source)]}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_run, "write_seg_nrrd", full)
+    with pytest.raises(DiskFullError) as stopped:
+        predict_path(source, tmp_path / "out", _settings(model), ("nifti", "seg_nrrd"), naming="source", overwrite=True)
+    assert str(stopped.value).startswith(f"{source}: [P5] no space left")
+    assert {p: p.read_bytes() for p in before} == before  # the earlier, complete result is untouched
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [source.name.removesuffix(".nii.gz")]
+
+
+def test_a_library_error_in_one_export_becomes_our_error_naming_the_scan(tmp_path, monkeypatch):
+    import pipeline.export.run as export_run
+
+    folder = tmp_path / "in"
+    good = _patient_named_scan(folder)
+    (folder / "second.nii.gz").write_bytes(good.read_bytes())
+    calls = []
+
+    def flaky(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise ValueError("the scan changed on disk while it was exported")
+        return original(path, *args, **kwargs)
+
+    original = export_run.write_seg_nrrd
+    monkeypatch.setattr(export_run, "write_seg_nrrd", flaky)
+    model = write_tiny_model(tmp_path / "model")
+    with pytest.raises(DatasetError) as failed:
+        predict_path(folder, tmp_path / "out", _settings(model), ("nifti", "seg_nrrd"), naming="source")
+    (problem,) = failed.value.problems
+    assert (problem.path, problem.case, problem.code) == (str(folder / "second.nii.gz"), "second", "P3")
+    assert problem.message == "ValueError: the scan changed on disk while it was exported"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [good.name.removesuffix(".nii.gz")]  # no half folder
