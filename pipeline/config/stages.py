@@ -98,6 +98,12 @@ class TrackingSettings(Section):
     artifact_root: Path = Path("mlartifacts")
     experiment: str = "segpipe"
     log_model: bool = True
+    model_format: Literal["pt2", "pickle"] = Field(
+        "pt2",
+        description="the MLflow copy of the network: pt2 (torch.export program, no pickle; takes windows of the training "
+        "patch size, any batch) or pickle (opt-in: loading it runs arbitrary code); model.pt is always a weights-only "
+        "state_dict",
+    )
 
 
 Device = Literal["auto", "cpu", "cuda"]

@@ -9,6 +9,7 @@ artifact folder stay outside DVC's outputs (DVC deletes outputs before running a
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,57 @@ def git_commit() -> str:
 
 
 def run_tags(stage: str, data_fingerprint: str) -> dict[str, str]:
-    """Tags every run carries: git commit, DVC stage, DVC experiment name, data fingerprint."""
+    """Tags every run carries: git commit, DVC stage, DVC experiment name, data fingerprint, and the owning process."""
     return {
         "git_commit": git_commit(),
         "dvc_stage": stage,
         "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
         "data_fingerprint": data_fingerprint,
+        "segpipe_host": socket.gethostname(),
+        "segpipe_pid": str(os.getpid()),
     }
+
+
+def close_stale_runs(client, experiment_id: str, stage: str, keep: str | None = None) -> list[str]:
+    """Row P1: mark RUNNING runs of ``stage`` whose process is gone (killed, e.g. by SIGKILL) as KILLED.
+
+    A run is stale when it was started on this host by a process that no longer exists (runs from other
+    hosts, or from live processes such as a parallel ``dvc exp run``, are left alone). Returns the closed run ids.
+    """
+    stale = []
+    query = f"tags.dvc_stage = '{stage}' and attributes.status = 'RUNNING'"
+    for run in client.search_runs([experiment_id], filter_string=query):
+        tags = run.data.tags
+        if run.info.run_id == keep or tags.get("segpipe_host", socket.gethostname()) != socket.gethostname():
+            continue
+        if _process_alive(tags.get("segpipe_pid")):
+            continue
+        client.set_tag(run.info.run_id, "segpipe_closed", f"process {tags.get('segpipe_pid', '?')} had gone; closed as KILLED")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        stale.append(run.info.run_id)
+    return stale
+
+
+def _process_alive(pid: str | None) -> bool:
+    """Whether the process that owns a run still runs (a run without an owner tag counts as gone)."""
+    if not pid or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _not_a_zombie(int(pid))
+
+
+def _not_a_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 class RunTracker:
@@ -74,6 +119,8 @@ class RunTracker:
             experiment_id = mlflow.create_experiment(self.settings.experiment, artifact_location=location)
         else:
             experiment_id = experiment.experiment_id
+        if "dvc_stage" in tags:
+            close_stale_runs(mlflow.MlflowClient(), experiment_id, tags["dvc_stage"], keep=run_id)
         run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=None if run_id else run_name)
         self.run_id = run.info.run_id
         if run_id is None:
@@ -96,8 +143,12 @@ class RunTracker:
         if self._mlflow:
             self._mlflow.log_artifact(str(path), artifact_path=folder)
 
-    def log_model(self, model: Any, in_channels: int, num_classes: int, spatial_dims: int) -> None:
-        """Log the network with ``mlflow.pytorch.log_model`` and a signature with free batch/spatial sizes."""
+    def log_model(self, model: Any, in_channels: int, num_classes: int, patch_size: tuple[int, ...]) -> None:
+        """Log the network as an MLflow model: a ``torch.export`` program (``pt2``, no pickle) by default.
+
+        The exported program takes windows of the training ``patch_size`` with any batch size (what a sliding
+        window feeds it); ``tracking.model_format: pickle`` logs the pickled module instead (opt-in).
+        """
         if not (self._mlflow and self.settings.log_model):
             return
         import mlflow.pytorch
@@ -106,15 +157,18 @@ class RunTracker:
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
-        free = (-1,) * spatial_dims
+        window = tuple(int(p) for p in patch_size)
         signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, in_channels, *free), "image")]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes, *free), "logits")]),
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, in_channels, *window), "image")]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes, *window), "logits")]),
         )
         requirements = [f"torch=={torch.__version__.split('+')[0]}"]
+        fmt = self.settings.model_format
+        example = np.zeros((2, in_channels, *window), np.float32) if fmt == "pt2" else None  # batch 2: batch stays free
         mlflow.pytorch.log_model(
-            model, name="model", signature=signature, pip_requirements=requirements, serialization_format="pickle"
-        )
+            model, name="model", signature=signature, pip_requirements=requirements, serialization_format=fmt,
+            input_example=example,
+        )  # fmt: skip
 
     def end(self, status: str = "FINISHED") -> None:
         if self._mlflow:

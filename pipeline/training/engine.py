@@ -150,11 +150,12 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
     for step, batch in enumerate(run.loader):
         lr = learning_rate(t, epoch * t.iterations_per_epoch + step, total_steps)
         set_learning_rate(run.optimizer, lr, frozen_encoder=frozen)
-        loss = train_step(run, batch)
-        if broadcast_flag(not torch.isfinite(loss).item(), run.ctx):
+        loss, bad_gradient = train_step(run, batch)
+        if broadcast_flag(not torch.isfinite(loss).item() or bad_gradient is not None, run.ctx):
             last, best = checkpoint_paths(run.cfg)
+            what = f"loss became {loss.item()}" if not torch.isfinite(loss) else f"gradient of {bad_gradient} became NaN/Inf"
             raise TrainingDivergedError(
-                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training stopped; "
+                f"{what} at epoch {epoch + 1}, step {step + 1}: training stopped before the update; "
                 f"the last good checkpoint ({last}) and the best model ({best}) are untouched"
             )
         loss_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
@@ -172,8 +173,14 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
     }
 
 
-def train_step(run: TrainingRun, batch: dict) -> torch.Tensor:
-    """Forward, backward and optimizer step for one batch (skips the update when the loss is not finite)."""
+def train_step(run: TrainingRun, batch: dict) -> tuple[torch.Tensor, str | None]:
+    """Forward, backward and optimizer step for one batch.
+
+    Returns:
+        (the loss, the name of the first parameter whose gradient is not finite, or ``None``). The update is
+        skipped when the loss or a gradient is not finite (with AMP's loss scaler, a non-finite gradient is the
+        scaler's normal signal to lower its scale: the scaler skips that step itself and training goes on).
+    """
     memory_format = _memory_format(run)
     batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
     batch["image"] = batch["image"].contiguous(memory_format=memory_format)
@@ -181,19 +188,31 @@ def train_step(run: TrainingRun, batch: dict) -> torch.Tensor:
     with torch.autocast(run.device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
         loss = run.task.batch_loss(run, batch)
     if not torch.isfinite(loss):
-        return loss.detach()
+        return loss.detach(), None
     scaled = run.scaler.scale(loss) if run.scaler else loss
     scaled.backward()
     if run.scaler:
         run.scaler.unscale_(run.optimizer)
-    if run.cfg.train.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
-    if run.scaler:
+        if run.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
         run.scaler.step(run.optimizer)
         run.scaler.update()
-    else:
-        run.optimizer.step()
-    return loss.detach()
+        return loss.detach(), None
+    bad = first_nonfinite_gradient(run.bare_model)
+    if bad is not None:
+        return loss.detach(), bad
+    if run.cfg.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
+    run.optimizer.step()
+    return loss.detach(), None
+
+
+def first_nonfinite_gradient(model: torch.nn.Module) -> str | None:
+    """Name of the first parameter whose gradient holds NaN/Inf (one fused check over all gradients first)."""
+    named = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
+    if not named or torch.isfinite(torch.stack([g.float().abs().sum() for _, g in named])).all():
+        return None
+    return next(name for name, grad in named if not torch.isfinite(grad).all())
 
 
 def _memory_format(run: TrainingRun) -> torch.memory_format:

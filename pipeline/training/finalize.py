@@ -71,7 +71,7 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test
         tracker.log_artifact(path)
     for path in figures:
         tracker.log_artifact(path, "figures")
-    tracker.log_model(run.bare_model.cpu().eval(), run.in_channels, run.manifest.num_classes, run.cfg.model.spatial_dims)
+    tracker.log_model(run.bare_model.cpu().eval(), run.in_channels, run.manifest.num_classes, run.cfg.train.patch_size)
     return metrics
 
 

@@ -48,3 +48,49 @@ def test_commit_is_dirty_only_when_code_or_configs_changed(tmp_path, monkeypatch
     assert len(clean) == 40 and not clean.endswith("+dirty")
     (tmp_path / "pipeline" / "a.py").write_text("x = 2\n")
     assert git_commit() == clean + "+dirty"
+
+
+def test_a_training_killed_by_sigkill_is_closed_as_killed_on_the_next_start(tiny_preprocessed, tmp_path):
+    """P1: SIGKILL leaves the run RUNNING; the next run of the same stage marks it KILLED (a live one is left alone)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow import MlflowClient
+
+    from pipeline.training.engine import train_model
+    from tests.conftest import REPO_ROOT, tiny_train_config
+
+    script = (
+        "import sys; from pathlib import Path; from tests.conftest import tiny_train_config; "
+        "from pipeline.training.engine import train_model; "
+        "cfg = tiny_train_config(Path(sys.argv[1]), Path(sys.argv[2]), tracking={'enabled': True}, "
+        "train={'max_epochs': 10000}); train_model(cfg)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, str(tiny_preprocessed), str(tmp_path)], cwd=REPO_ROOT)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    deadline, running = time.monotonic() + 120, []
+    while not running and time.monotonic() < deadline:
+        time.sleep(1.0)
+        if (tmp_path / "mlflow.db").exists() and (experiments := client.search_experiments()):
+            running = client.search_runs([e.experiment_id for e in experiments], "attributes.status = 'RUNNING'")
+    assert running, "the child never started its MLflow run"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    (killed,) = running
+    assert client.get_run(killed.info.run_id).info.status == "RUNNING"  # what SIGKILL leaves behind
+    assert killed.data.tags["segpipe_pid"] == str(child.pid)
+
+    tracking = {
+        "enabled": True,
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "artifact_root": str(tmp_path / "mlartifacts"),
+    }
+    train_model(tiny_train_config(tiny_preprocessed, tmp_path / "again", tracking=tracking))
+    after = client.get_run(killed.info.run_id)
+    assert after.info.status == "KILLED"
+    assert after.data.tags["segpipe_closed"] == f"process {child.pid} had gone; closed as KILLED"
+    statuses = sorted(r.info.status for r in client.search_runs([killed.info.experiment_id]))
+    assert statuses == ["FINISHED", "KILLED"]

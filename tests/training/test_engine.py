@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,6 +54,16 @@ def test_tiny_training_writes_model_metrics_and_an_mlflow_run(tiny_preprocessed,
     if model == "unet2d":
         logged = client.search_logged_models([experiment.experiment_id])
         assert len(logged) == 1 and logged[0].source_run_id == run.info.run_id
+        import mlflow.pytorch
+
+        mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+        folder = Path(mlflow.artifacts.download_artifacts(f"models:/{logged[0].model_id}", dst_path=str(tmp_path / "dl")))
+        files = {p.name for p in folder.rglob("*") if p.is_file()}
+        assert "model.pt2" in files and not any(name.endswith((".pkl", ".pth")) or name == "model.pth" for name in files)
+        exported = mlflow.pytorch.load_model(f"models:/{logged[0].model_id}")
+        network.eval()
+        window = torch.randn(3, card["in_channels"], *cfg.train.patch_size)  # batch 3: not the export's example batch
+        assert torch.allclose(exported(window), network(window), atol=1e-5)
 
 
 def _losses(history):
@@ -202,3 +213,33 @@ def test_labelled_cases_trains_on_a_seeded_subset_and_keeps_validation(tiny_prep
         assert run.train_cases[0].case_id not in {e["case_id"] for e in run.val_entries}
         chosen.add(run.train_cases[0].case_id)
     assert len(chosen) >= 2  # the subset depends on the seed
+
+
+def test_a_finite_loss_with_nan_gradients_stops_before_the_update_and_keeps_checkpoints(tiny_preprocessed, tmp_path, monkeypatch):
+    """T5 for gradients: a loss of 0 * sqrt(-1) is finite-looking in the forward pass of a custom op, NaN in backward."""
+    calls = {"n": 0}
+    original = SegmentationLoss.forward
+
+    class NanGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("nan")
+
+    def poisoned(self, logits, target, weight=None):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 2, step 1
+            logits = NanGradient.apply(logits)
+        return original(self, logits, target, weight)
+
+    monkeypatch.setattr(SegmentationLoss, "forward", poisoned)
+    cfg = tiny_train_config(tiny_preprocessed, tmp_path)
+    with pytest.raises(TrainingDivergedError, match=r"gradient of .* became NaN/Inf at epoch 2, step 1: training stopped"):
+        train_model(cfg)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "model" / "model.pt").exists()
