@@ -61,3 +61,27 @@ def test_range_validation_messages():
         load_config([], ["preprocess.ct_percentiles=[99,1]"])
     with pytest.raises(ConfigError, match="override"):
         parse_override("no_equals_sign")
+
+
+def test_a_config_extends_one_base_file_and_overrides_it(tmp_path):
+    from pipeline.config import load_config
+
+    (tmp_path / "base.yaml").write_text("train:\n  batch_size: 8\n  lr: 0.001\nloss:\n  name: dice_ce\n")
+    (tmp_path / "arch.yaml").write_text("extends: base.yaml\ntrain:\n  lr: 0.01\n")
+    cfg = load_config([tmp_path / "arch.yaml"])
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.loss.name) == (8, 0.01, "dice_ce")
+    (tmp_path / "base.yaml").write_text("extends: arch.yaml\n")
+    with pytest.raises(ConfigError, match="'extends' loops back"):
+        load_config([tmp_path / "arch.yaml"])
+
+
+def test_the_15_natural_configs_share_one_base_and_differ_only_in_model_and_folders():
+    from pipeline.config import load_config, with_base_config
+
+    configs = {p.stem: load_config(with_base_config([p])) for p in sorted((REPO_ROOT / "configs" / "natural").glob("*.yaml"))
+               if p.name != "base.yaml"}  # fmt: skip
+    assert len(configs) == 15
+    shared = {name: c.model_dump(mode="json", exclude={"model": True, "train": {"out_dir", "checkpoint_dir", "reports_dir"}})
+              for name, c in configs.items()}  # fmt: skip
+    assert all(value == shared["fcn8s"] for value in shared.values())
+    assert all(c.model.name == name and c.train.out_dir.name == name for name, c in configs.items())

@@ -153,7 +153,8 @@ def load_config(paths: list[Path] | None = None, overrides: list[str] | None = N
     merged: dict[str, Any] = {}
     sources: dict[tuple[str, ...], str] = {}
     for path in paths:
-        _merge(merged, _read_yaml(Path(path)), (), str(path), sources)
+        for source, data in _with_extends(Path(path)):
+            _merge(merged, data, (), source, sources)
     for text in overrides or []:
         keys, value = parse_override(text)
         _merge(merged, _nest(keys, value), (), f"override {text!r}", sources)
@@ -161,6 +162,19 @@ def load_config(paths: list[Path] | None = None, overrides: list[str] | None = N
         return PipelineConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, sources)) from None
+
+
+def _with_extends(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """The file and the files it ``extends`` (a path relative to it), base first: one base plus overrides."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself ({' -> '.join(str(p) for p in seen)})")
+    data = _read_yaml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return [(str(path), data)]
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'extends' must be a file path, got {base!r}")
+    return [*_with_extends(path.parent / base, (*seen, path.resolve())), (str(path), data)]
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

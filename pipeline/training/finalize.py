@@ -179,15 +179,13 @@ def finalize_pretraining(run: TrainingRun, state, tracker: RunTracker, best_epoc
     write_model_card(model_card(run, best_epoch, metrics, transfer=transfer), out_dir / "model_card.json")
     write_json_atomic(reports / "metrics.json", metrics)
     write_json_atomic(reports / "details" / "history.json", state.history)
-    loss_series = [
-        {
-            "epoch": h["epoch"],
-            "train_loss": h["train_loss"],
-            **({"val_reconstruction_mse": h["val_reconstruction_mse"]} if "val_reconstruction_mse" in h else {}),
-        }
-        for h in state.history
-    ]
-    write_json_atomic(reports / "plots" / "train.json", loss_series)
+    # one file per series, every record with the same keys (dvc plots cannot draw records with missing fields)
+    write_json_atomic(
+        reports / "plots" / "train.json", [{"epoch": h["epoch"], "train_loss": h["train_loss"]} for h in state.history]
+    )
+    validated = [{"epoch": h["epoch"], "val_reconstruction_mse": h["val_reconstruction_mse"]} for h in state.history
+                 if "val_reconstruction_mse" in h]  # fmt: skip
+    write_json_atomic(reports / "plots" / "validation.json", validated)
     grid = reports / "details" / "reconstructions.png"
     write_reconstruction_grid(run, grid)
     save_training_curves(reports / "details" / "curves.png", state.history)
