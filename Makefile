@@ -24,7 +24,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/python -m pytest -q
+	SEGPIPE_REQUIRE_OPTIONAL=1 $(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/bench_preprocess.py

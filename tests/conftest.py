@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -174,3 +175,23 @@ def tiny_train_config(preprocessed: Path, work: Path, network: str = "unet2d", *
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     return PipelineConfig.model_validate(raw)
+
+
+REQUIRE_OPTIONAL = "SEGPIPE_REQUIRE_OPTIONAL"  # `make test` (and so CI) sets it: a missing optional tool fails loudly
+
+
+def require_optional(name: str, available: bool, extra: str) -> None:
+    """Skip with the reason when an optional tool is absent locally; fail where the dev extra must provide it (CI)."""
+    if available:
+        return
+    message = f"{name} is not installed (pip install -e '.[{extra}]')"
+    if os.environ.get(REQUIRE_OPTIONAL) == "1":
+        pytest.fail(f"{message}; {REQUIRE_OPTIONAL}=1 requires every optional tool", pytrace=False)
+    pytest.skip(message)
+
+
+def crf_available() -> bool:
+    """Whether pydensecrf2 (the ``crf`` extra) imports."""
+    import importlib.util
+
+    return importlib.util.find_spec("pydensecrf") is not None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.inference.crf import dense_crf
+from tests.conftest import crf_available, require_optional
 
 
 def test_dense_crf_recovers_a_region_from_noisy_probabilities():
+    require_optional("pydensecrf2", crf_available(), "crf")
     truth = np.zeros((40, 60), dtype=np.int64)
     truth[10:30, 15:45] = 1
     image = np.where(truth[..., None] == 1, [200, 40, 40], [30, 90, 200]).astype(np.uint8)

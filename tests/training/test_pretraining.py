@@ -6,11 +6,12 @@ import json
 
 import torch
 
+from pipeline.training import engine as engine_module
 from pipeline.training.engine import train_model
 from tests.conftest import tiny_train_config
 
 
-def test_pretraining_writes_encoder_that_initialises_and_can_freeze_the_unet(tiny_preprocessed, tmp_path):
+def test_pretraining_writes_encoder_that_initialises_and_can_freeze_the_unet(tiny_preprocessed, tmp_path, monkeypatch):
     pre = tiny_train_config(tiny_preprocessed, tmp_path / "pre", "autoencoder", model={"variant": "variational"})
     metrics = train_model(pre, stage="pretrain_test")
     # 2 unlabeled + 4 training images (labels unused), 1 of them held out for validation
@@ -27,11 +28,20 @@ def test_pretraining_writes_encoder_that_initialises_and_can_freeze_the_unet(tin
         train={"init_from": str(tmp_path / "pre" / "model" / "encoder.pt"), "freeze_encoder_epochs": 1, "max_epochs": 1},
         tracking={"enabled": False},
     )
+    initial = {}
+
+    def snapshot_then_fit(run, state, tracker):
+        initial.update({k: v.clone() for k, v in run.bare_model.state_dict().items()})
+        return original_fit(run, state, tracker)
+
+    original_fit = engine_module.fit
+    monkeypatch.setattr(engine_module, "fit", snapshot_then_fit)
     train_model(seg)
     trained = torch.load(tmp_path / "seg" / "model" / "model.pt", weights_only=True)
     frozen = [k for k in encoder if k.endswith("weight") and "levels" in k]
-    assert frozen and all(torch.equal(trained[k], encoder[k]) for k in frozen)  # frozen for the only epoch
-    assert not torch.equal(trained["head.weight"], torch.zeros_like(trained["head.weight"]))
+    assert frozen and all(torch.equal(initial[k], encoder[k]) for k in frozen)  # loaded from encoder.pt
+    assert all(torch.equal(trained[k], encoder[k]) for k in frozen)  # and frozen for the only epoch
+    assert not torch.equal(trained["head.weight"], initial["head.weight"])  # while the head trained
 
     unfrozen = tiny_train_config(
         tiny_preprocessed,
