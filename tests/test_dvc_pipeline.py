@@ -173,3 +173,15 @@ def test_natural_pipeline_is_separate_and_prepares_the_scenes(tmp_path):
     base.write_text(base.read_text().replace("batch_size: 8", "batch_size: 4"))
     status = _run(["dvc", "status", "natural/dvc.yaml"], project)
     assert status.count("configs/natural/base.yaml") >= 15
+
+
+@pytest.mark.parametrize("dvc_file", ["dvc.yaml", "natural/dvc.yaml"])
+def test_every_stage_lists_the_code_that_defines_its_defaults_and_every_section_it_reads(dvc_file):
+    """P2: a changed default (pipeline/config) or setting makes the stage stale; readers list the shared `checks`."""
+    stages = yaml.safe_load((REPO_ROOT / dvc_file).read_text())["stages"]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)
+        assert "pipeline/config" in stage["deps"], name
+        sections = {s for entry in stage["params"] for listed in entry.values() for s in listed}
+        if name in {"verify", "plan", "preprocess", "crossval", "infer", "evaluate", "export"}:
+            assert {"data", "checks"} <= sections, name
