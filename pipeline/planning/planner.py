@@ -141,8 +141,9 @@ def plan_configuration(
     )
 
 
-def lowres_spacings(fullres: np.ndarray, fullres_patch, median_fullres: np.ndarray):
-    """Yield growing spacings (the coarse-relative-to-finest axes first) while the patch covers under a quarter."""
+def lowres_spacings(fullres: np.ndarray, median_fullres: np.ndarray):
+    """Yield growing spacings (the coarse-relative-to-finest axes first) and the median shape on each; the caller plans
+    a patch on each and stops when it covers enough of the image."""
     spacing = np.asarray(fullres, float).copy()
     while True:
         largest = spacing.max()
@@ -155,7 +156,7 @@ def lowres_spacings(fullres: np.ndarray, fullres_patch, median_fullres: np.ndarr
 
 
 def normalisation_for(modalities: tuple[str, ...], intensity: dict | None) -> tuple[ChannelNormalisation, ...]:
-    """CT channels by the dataset's foreground statistics; every other channel by a per-scan Otsu-masked z-score."""
+    """CT channels by the dataset's foreground statistics; every other channel by a per-scan z-score in its foreground mask."""
     schemes = []
     for channel in modalities:
         if channel.upper() == "CT":
@@ -163,7 +164,7 @@ def normalisation_for(modalities: tuple[str, ...], intensity: dict | None) -> tu
                 raise ValueError("a CT channel needs the fingerprint's foreground intensity statistics")
             schemes.append(ChannelNormalisation(channel=channel, scheme="ct", mask="none", **intensity))
         else:
-            schemes.append(ChannelNormalisation(channel=channel, scheme="zscore", mask="otsu"))
+            schemes.append(ChannelNormalisation(channel=channel, scheme="zscore", mask="foreground"))
     return tuple(schemes)
 
 
@@ -177,7 +178,7 @@ def make_plans(data: PlanningInput, profile: HardwareProfile) -> Plans:
     fullres = plan_configuration("3d_fullres", spacing, median, profile, channels, data.num_classes, voxels, "fullres")
     configurations = {"3d_fullres": fullres}
     if math.prod(fullres.patch_size) / np.prod(median) < profile.lowres_coverage:
-        for low_spacing, low_median in lowres_spacings(spacing, fullres.patch_size, median):
+        for low_spacing, low_median in lowres_spacings(spacing, median):
             lowres = plan_configuration(
                 "3d_lowres", low_spacing, np.round(low_median), profile, channels, data.num_classes, voxels, "lowres"
             )

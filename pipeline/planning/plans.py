@@ -27,13 +27,14 @@ class ChannelNormalisation(Frozen):
     """How one input channel is normalised.
 
     ``ct``: clip to the dataset's foreground percentiles, z-score with the foreground mean/std (HU are absolute).
-    ``zscore``: per scan, z-score with the mean/std inside a foreground mask (``otsu``: Otsu's threshold,
-    robust to noisy non-zero background as in magnitude MR; ``none``: every voxel).
+    ``zscore``: per scan, z-score with the mean/std inside the foreground mask of
+    :func:`pipeline.preprocess.intensity.foreground_threshold` (above the noise peak of magnitude MR; Otsu's threshold when
+    there is no noise peak), 0 outside it. ``mask`` names that rule (``none`` for CT, which uses absolute HU).
     """
 
     channel: str
     scheme: Literal["ct", "zscore"]
-    mask: Literal["otsu", "none"] = "otsu"
+    mask: Literal["foreground", "none"] = "foreground"
     mean: float | None = None
     std: float | None = None
     percentile_low: float | None = None
