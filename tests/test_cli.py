@@ -54,7 +54,13 @@ def test_missing_dataset_exits_1_naming_the_folder(tmp_path):
 
 
 def test_python_dash_m_entry_point_lists_stages():
-    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--help"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=False,
+    )
     assert result.returncode == 0
     for stage in ("synth", "verify", "plan", "preprocess"):
         assert stage in result.stdout

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(cmd, cwd):
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, encoding="utf-8", check=False)
     assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 

@@ -67,7 +67,9 @@ def test_evaluate_scores_reports_worst_first_and_tracks(two_test_cases, tmp_path
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("segpipe").experiment_id])
     assert run.data.metrics["dice_spleen"] == pytest.approx(0.5) and run.data.tags["dvc_stage"] == "evaluate"
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, encoding="utf-8", check=True
+    ).stdout.strip()
     assert run.data.tags["git_commit"].split("+")[0] == head and len(run.data.tags["data_fingerprint"]) == 32
 
 

@@ -49,7 +49,7 @@ def test_dicom_seg_reads_back_with_segments_codes_and_frames_on_the_source_slice
     frames = seg.get_pixels_by_source_instance(uids, combine_segments=True)
     assert np.array_equal(frames, truth.transpose(2, 1, 0))  # frame k = source slice k, rows x columns
     require_optional("dciodvfy", shutil.which("dciodvfy") is not None, "dev")
-    report = subprocess.run([shutil.which("dciodvfy"), str(files[0])], capture_output=True, text=True)
+    report = subprocess.run([shutil.which("dciodvfy"), str(files[0])], capture_output=True, text=True, encoding="utf-8")
     errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
     assert errors == [], errors
 

@@ -34,7 +34,7 @@ def test_two_cpu_processes_train_with_ddp_and_rank0_writes_once(tiny_preprocesse
         "--stage",
         "ddp_test",
     ]
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("trained unet2d") == 1  # only rank 0 reports and writes
 

@@ -44,7 +44,9 @@ def test_tiny_training_writes_model_metrics_and_an_mlflow_run(tiny_preprocessed,
     experiment = client.get_experiment_by_name("segpipe")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, encoding="utf-8", check=True
+    ).stdout.strip()
     assert run.data.tags["dvc_stage"] == "test_stage" and run.data.tags["git_commit"].split("+")[0] == head
     assert run.data.tags["data_fingerprint"] == card["data_fingerprint"]
     assert run.data.params["model.name"] == model and run.data.params["train.max_epochs"] == "2"
