@@ -253,6 +253,7 @@ def predict(
     naming: Annotated[str, typer.Option(help="anonymous: scan-<digest>; source: the input file or folder name")] = "anonymous",
     series_uid: Annotated[Optional[str], typer.Option(help="SeriesInstanceUID when a folder holds several")] = None,  # noqa: UP045
     overwrite: OverwriteOption = False,
+    force: Annotated[bool, typer.Option("--force", help="segment scans the input gate refuses (qa.json records it)")] = False,
     config: ConfigOption = None,
     overrides: OverridesArg = None,
 ) -> None:
@@ -261,7 +262,8 @@ def predict(
 
     if naming not in ("anonymous", "source"):
         raise ConfigError(f"--naming must be anonymous or source, got {naming!r}")
-    cfg = _load(config, [*(overrides or []), *([f"infer.models={[str(m) for m in model]}"] if model else [])])
+    cfg = _load(config, [*(overrides or []), *([f"infer.models={[str(m) for m in model]}"] if model else []),
+                         *(["infer.force=true"] if force else [])])  # fmt: skip
     written = predict_path(
         input_path, output_dir, cfg.infer, cfg.export.formats, naming, series_uid, overwrite, cfg.crossval.decisions, cfg.checks
     )

@@ -31,6 +31,53 @@ class PlannedConfiguration(BaseModel):
     normalisation: tuple[ChannelNormalisation, ...]
 
 
+class TrainingEnvelope(BaseModel):
+    """What the training scans looked like (from the ``plan`` fingerprint): the input gate compares new scans with it.
+
+    Spacing and body extent are per RAS axis (x, y, z); percentiles are of channel 0 over the whole scan.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    modality: str
+    cases: int
+    spacing_min: tuple[float, float, float]
+    spacing_max: tuple[float, float, float]
+    extent_min: tuple[float, float, float]
+    extent_max: tuple[float, float, float]
+    percentile_1_min: float
+    percentile_1_max: float
+    percentile_50_min: float
+    percentile_50_max: float
+    percentile_99_min: float
+    percentile_99_max: float
+
+    @classmethod
+    def from_fingerprint(cls, fingerprint: dict) -> TrainingEnvelope | None:
+        """Summarise the fingerprint's per-case scan statistics (``None`` for a fingerprint without them)."""
+        cases = [c["scan"] for c in fingerprint.get("cases", []) if "scan" in c]
+        if not cases:
+            return None
+        spacing = [c["spacing_mm"] for c in cases]
+        extent = [c["body_extent_mm"] for c in cases]
+        low, high = [c["percentile_1"] for c in cases], [c["percentile_99"] for c in cases]
+        middle = [c["percentile_50"] for c in cases]
+        return cls(
+            modality=str(fingerprint["modalities"][0]),
+            cases=len(cases),
+            spacing_min=tuple(min(s[i] for s in spacing) for i in range(3)),
+            spacing_max=tuple(max(s[i] for s in spacing) for i in range(3)),
+            extent_min=tuple(min(e[i] for e in extent) for i in range(3)),
+            extent_max=tuple(max(e[i] for e in extent) for i in range(3)),
+            percentile_1_min=min(low),
+            percentile_1_max=max(low),
+            percentile_50_min=min(middle),
+            percentile_50_max=max(middle),
+            percentile_99_min=min(high),
+            percentile_99_max=max(high),
+        )
+
+
 class ModelCard(BaseModel):
     """What inference needs to rebuild and apply a network, plus provenance."""
 
@@ -49,6 +96,7 @@ class ModelCard(BaseModel):
     plan: PlannedConfiguration | None = None
     plan_overrides: dict[str, str] = Field(default_factory=dict)
     postprocessing: dict | None = Field(None, description="largest-component decision on the held-out cases")
+    envelope: TrainingEnvelope | None = Field(None, description="what the training scans looked like (the input gate)")
     preprocess_config_digest: str = ""
     data_fingerprint: str = ""
     best_epoch: int = 0

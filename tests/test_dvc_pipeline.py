@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 
+import nibabel as nib
 import pytest
 import yaml
 
@@ -88,6 +89,20 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
     assert set(decisions["scores"]) == {"unet2d", "vnet3d", "unet2d+vnet3d", "chosen+postprocessing"}
     inference = json.loads((project / "predictions" / "inference.json").read_text())
     assert inference["models"] == decisions["models"]
+    assert decisions["temperature"] == decisions["temperatures"]["chosen"] > 0  # fitted out of fold, applied by infer
+    qa = json.loads((project / "predictions" / "qa.json").read_text())
+    assert [v["status"] for v in qa.values()] == ["pass"]  # the phantom's own test scan is inside its training envelope
+    card = json.loads((project / "models" / "unet2d" / "fold_0" / "model_card.json").read_text())
+    assert card["envelope"]["modality"] == modality and card["envelope"]["cases"] == 3
+    evaluated = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
+    assert {"ece_before", "ece_after", "brier_before", "nll_after", "temperature"} <= set(evaluated)
+    assert evaluated["temperature"] == decisions["temperature"]
+    rows = (project / "reports" / "evaluate" / "details" / "cases.csv").read_text().splitlines()
+    assert rows[0].endswith("entropy_inside,entropy_boundary") and all(row.split(",")[-1] for row in rows[1:])
+    case = f"{prefix}_test_000"
+    for name in ("entropy", "mutual_information"):
+        exported = nib.load(project / "exports" / case / f"{case}_{name}.nii.gz")
+        assert exported.shape == nib.load(project / "predictions" / f"{case}.nii.gz").shape
     metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], project))
     shown = json.dumps(metrics)
     assert "reports/train_unet2d/fold_0/metrics.json" in shown and "val_dice_mean" in shown
@@ -134,9 +149,11 @@ def _assert_mlflow_runs(project):
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("segpipe").experiment_id])
     stages = {r.data.tags["dvc_stage"]: r for r in runs}
-    assert sorted(stages) == ["crossval", "evaluate", "pretrain_unet2d", "pretrain_vnet3d", "train_unet2d@0", "train_vnet3d@0"]
+    assert sorted(stages) == [
+        "crossval", "evaluate", "infer", "pretrain_unet2d", "pretrain_vnet3d", "train_unet2d@0", "train_vnet3d@0"]  # fmt: skip
     assert "oof_unet2d_vnet3d_dice_mean" in stages["crossval"].data.metrics
-    assert "dice_mean" in stages["evaluate"].data.metrics
+    assert "dice_mean" in stages["evaluate"].data.metrics and "ece_after" in stages["evaluate"].data.metrics
+    assert stages["infer"].data.metrics["gate_pass"] == 1 and stages["infer"].data.metrics["gate_refuse"] == 0
     assert all(r.info.status == "FINISHED" for r in runs)
     for model in ("unet2d", "vnet3d"):
         assert "val_dice_mean" in stages[f"train_{model}@0"].data.metrics

@@ -123,6 +123,8 @@ class InferSettings(Section):
     stitch_device: Device = Field("auto", description="where windows are blended; cpu keeps a large scan off the GPU")
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     mirror_axes: tuple[int, ...] = Field((), description="test-time mirroring over these axes (0=x, 1=y, 2=z), averaged")
+    force: bool = Field(False, description="segment scans the input gate refuses (qa.json records the override)")
+    uncertainty: bool = Field(True, description="write predictive entropy and mutual information maps beside each mask")
     largest_component: Literal["auto"] | tuple[str, ...] = Field(  # auto: cross-validation's decision, else the cards'
         "auto",
         description="auto: where every model's card found it helps on held-out cases; or class names reduced to their "

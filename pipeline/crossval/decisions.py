@@ -23,6 +23,10 @@ class Decisions(BaseModel):
     folds: tuple[int, ...]
     cases: int
     scores: dict[str, dict[str, float]]
+    temperature: float = 1.0  # of the chosen ensemble: infer and predict apply it (pipeline.qa.calibration)
+    temperatures: dict[str, float] = {}  # every model alone, and "chosen"
+    calibration: dict[str, float] = {}  # out-of-fold ECE, Brier and NLL before and after the chosen temperature
+    uncertainty: dict[str, float] = {}  # out-of-fold Spearman rho of boundary entropy against Dice
 
     @property
     def postprocessing_decision(self) -> PostprocessingDecision:

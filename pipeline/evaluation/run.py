@@ -4,6 +4,14 @@ Outputs under ``evaluate.reports_dir``: ``metrics.json`` (DVC metrics, ``cache: 
 each metric per organ and over organs), and ``details/`` with ``cases.csv`` (one row per case and
 organ), ``qc/<case>.png`` overlays and ``qc/index.html``. Predictions must lie exactly on their
 scan (shape and affine); a case that does not is reported with every other problem.
+
+Where ``infer`` wrote them, it also scores how far the masks can be trusted:
+- calibration: expected calibration error (MONAI), Brier score and NLL on the foreground and its
+  neighbourhood, before and after the ensemble's temperature (``ece_before`` ... ``nll_after``), and
+  ``details/reliability.png``;
+- uncertainty: per case and organ the mean predictive entropy inside the organ and in its boundary band
+  (``cases.csv``), the case's predicted risk (mean boundary entropy; the QC page is sorted by it), the Spearman
+  correlation of boundary entropy with Dice (``uncertainty_spearman_dice``), and ``qc/<case>_uncertainty.png``.
 """
 
 from __future__ import annotations
@@ -18,16 +26,26 @@ import numpy as np
 
 from pipeline.config import PipelineConfig
 from pipeline.data.header import read_checked
-from pipeline.data.labels import LabelRegistry
 from pipeline.data.layout import Case, load_dataset
 from pipeline.data.nifti import label_array, squeeze_to_3d
 from pipeline.errors import DatasetError, InvalidInputError, Problem
 from pipeline.evaluation.metrics import METRIC_NAMES, case_metrics
-from pipeline.evaluation.qc import save_case_qc, write_html_report
+from pipeline.evaluation.qc import (
+    display_window,
+    save_case_qc,
+    save_reliability_diagram,
+    save_uncertainty_overlay,
+    write_html_report,
+)
 from pipeline.io_utils import atomic_path, file_digest, text_digest, write_json_atomic
 from pipeline.parallel import run_guarded
 from pipeline.preprocess.reading import same_grid
+from pipeline.qa.calibration import ECE_BINS, apply_temperature, calibration_scores, neighbourhood
+from pipeline.qa.uncertainty import organ_uncertainty
 from pipeline.tracking.mlflow_run import RunTracker, run_tags
+
+SAMPLES_PER_CASE = 50_000
+UNCERTAINTY_COLUMNS = ("entropy_inside", "entropy_boundary")
 
 
 def evaluate_dataset(cfg: PipelineConfig, stage: str = "evaluate") -> dict[str, float]:
@@ -47,12 +65,12 @@ def evaluate_dataset(cfg: PipelineConfig, stage: str = "evaluate") -> dict[str, 
     details = Path(cfg.evaluate.reports_dir) / "details"
     rows, problems = [], []
     for index, case in enumerate(cases):
-        score = partial(_score_case, cfg, case, dataset.labels, labels, details, with_qc=_wants_qc(cfg, index))
+        score = partial(_score_case, cfg, case, dataset, labels, details, with_qc=_wants_qc(cfg, index), seed=index)
         outcome = run_guarded(case.case_id, _prediction_path(cfg, case), score)
         (problems if isinstance(outcome, Problem) else rows).append(outcome)
     if problems:
         raise DatasetError(problems, f"evaluation failed for {len({p.case for p in problems})} of {len(cases)} case(s)")
-    aggregate = aggregate_metrics(rows, labels)
+    aggregate = {**aggregate_metrics(rows, labels), **trust_metrics(rows, details)}
     _write_outputs(cfg, rows, aggregate, details)
     _track(cfg, stage, cases, aggregate, details)
     return aggregate
@@ -66,7 +84,8 @@ def _prediction_path(cfg: PipelineConfig, case: Case) -> Path:
     return Path(cfg.infer.out_dir) / f"{case.case_id}.nii.gz"
 
 
-def _score_case(cfg, case: Case, registry: LabelRegistry, labels: dict[int, str], details: Path, with_qc: bool) -> dict:
+def _score_case(cfg, case: Case, dataset, labels: dict[int, str], details: Path, with_qc: bool, seed: int = 0) -> dict:
+    registry = dataset.labels
     truth_file = read_checked(case.label, case.case_id, cfg.checks, is_label=True)
     truth = label_array(truth_file, registry.values, case.case_id)
     predicted_file = read_checked(_prediction_path(cfg, case), case.case_id, cfg.checks, is_label=True)
@@ -79,11 +98,71 @@ def _score_case(cfg, case: Case, registry: LabelRegistry, labels: dict[int, str]
         raise InvalidInputError(predicted_file.path, reason, code="G3")
     metrics = case_metrics(prediction, truth, tuple(truth_file.geometry.spacing), labels, cfg.evaluate.surface_tolerance_mm)
     row = {"case": case.case_id, "metrics": metrics, "mean_dice": float(np.mean([m["dice"] for m in metrics.values()]))}
+    entropy_map = _uncertainty_map(cfg, case, predicted_file)
+    if entropy_map is not None:
+        row["uncertainty"] = organ_uncertainty(entropy_map, prediction, labels)
+        row["risk"] = float(np.mean([u["entropy_boundary"] for u in row["uncertainty"].values()]))
+    row["calibration"] = _calibration_sample(cfg, case, prediction, truth, truth_file.geometry.spacing, seed)
     if with_qc:
         image = squeeze_to_3d(read_checked(case.images[0], case.case_id, cfg.checks), case.case_id)
+        window = display_window(image, dataset.is_ct)
         row["image"] = f"{case.case_id}.png"
-        save_case_qc(details / "qc" / row["image"], image, truth_file.affine, prediction, truth, registry, case.case_id)
+        save_case_qc(details / "qc" / row["image"], image, truth_file.affine, prediction, truth, registry, case.case_id, window)
+        if entropy_map is not None:
+            row["uncertainty_image"] = f"{case.case_id}_uncertainty.png"
+            save_uncertainty_overlay(details / "qc" / row["uncertainty_image"], image, truth_file.affine, prediction,
+                                     entropy_map, registry, case.case_id, window)  # fmt: skip
     return row
+
+
+def _uncertainty_map(cfg, case: Case, mask) -> np.ndarray | None:
+    """The entropy map ``infer`` wrote beside the mask (checked to lie on it), or ``None``."""
+    path = Path(cfg.infer.out_dir) / "uncertainty" / f"{case.case_id}_entropy.nii.gz"
+    if not path.is_file():
+        return None
+    loaded = read_checked(path, case.case_id, cfg.checks)
+    if not same_grid(loaded, mask, cfg.checks):
+        raise InvalidInputError(path, "entropy map does not lie on its mask's grid", case.case_id, "G3")
+    return np.asarray(loaded.data, dtype=np.float32)
+
+
+def _calibration_sample(cfg, case: Case, prediction, truth, spacing, seed: int):
+    """Up to ``SAMPLES_PER_CASE`` voxels of the foreground and its neighbourhood: ((C, n) probabilities, (n,) labels,
+    temperature) from the probabilities ``infer`` saved, or ``None``."""
+    path = Path(cfg.infer.out_dir) / "probabilities" / f"{case.case_id}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        box = tuple(slice(int(a), int(b)) for a, b in zip(saved["start"], saved["stop"]))
+        probabilities, temperature = saved["probabilities"], float(saved["temperature"])
+    inside = np.zeros(truth.shape, dtype=bool)
+    inside[box] = True
+    where = np.flatnonzero((neighbourhood(truth, prediction, spacing) & inside)[box])
+    chosen = np.sort(np.random.default_rng(seed).choice(where, min(SAMPLES_PER_CASE, where.size), replace=False))
+    flat = probabilities.reshape(probabilities.shape[0], -1)[:, chosen].astype(np.float32)
+    flat /= flat.sum(axis=0, keepdims=True)  # float16 storage: renormalise
+    return flat, truth[box].reshape(-1)[chosen].astype(np.int64), temperature
+
+
+def trust_metrics(rows: list[dict], details: Path) -> dict[str, float]:
+    """Calibration before/after the temperature and the uncertainty's rank correlation with Dice (where available)."""
+    out = {}
+    samples = [r["calibration"] for r in rows if r.get("calibration") is not None]
+    if samples:
+        probabilities = np.concatenate([p for p, _, _ in samples], axis=1)
+        truth = np.concatenate([t for _, t, _ in samples])
+        temperature = samples[0][2]
+        out.update({k: round(v, 6) for k, v in calibration_scores(probabilities, truth, temperature).items()})
+        scaled = apply_temperature(probabilities, temperature)
+        save_reliability_diagram(details / "reliability.png", probabilities.max(0), probabilities.argmax(0) == truth,
+                                 scaled.max(0), scaled.argmax(0) == truth, ECE_BINS)  # fmt: skip
+    pairs = [(u["entropy_boundary"], r["metrics"][organ]["dice"]) for r in rows for organ, u in r.get("uncertainty", {}).items()]
+    if len(pairs) > 2 and len({e for e, _ in pairs}) > 1 and len({d for _, d in pairs}) > 1:
+        from scipy.stats import spearmanr
+
+        out["uncertainty_spearman_dice"] = round(float(spearmanr(*zip(*pairs)).statistic), 4)
+        out["uncertainty_pairs"] = len(pairs)
+    return out
 
 
 def aggregate_metrics(rows: list[dict], labels: dict[int, str]) -> dict[str, float]:
@@ -100,10 +179,12 @@ def aggregate_metrics(rows: list[dict], labels: dict[int, str]) -> dict[str, flo
 def _write_outputs(cfg: PipelineConfig, rows: list[dict], aggregate: dict, details: Path) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case", "organ", *METRIC_NAMES])
+    writer.writerow(["case", "organ", *METRIC_NAMES, *UNCERTAINTY_COLUMNS])
     for row in rows:
         for organ, values in row["metrics"].items():
-            writer.writerow([row["case"], organ, *(f"{values[m]:.6f}" for m in METRIC_NAMES)])
+            trust = row.get("uncertainty", {}).get(organ, {})
+            columns = [f"{trust[c]:.6f}" if c in trust else "" for c in UNCERTAINTY_COLUMNS]
+            writer.writerow([row["case"], organ, *(f"{values[m]:.6f}" for m in METRIC_NAMES), *columns])
     with atomic_path(details / "cases.csv") as tmp:
         tmp.write_text(buffer.getvalue())
     if any(r.get("image") for r in rows):
@@ -122,6 +203,8 @@ def _track(cfg: PipelineConfig, stage: str, cases: list[Case], aggregate: dict, 
     try:
         tracker.log_metrics({k: v for k, v in aggregate.items() if k != "cases"}, step=0)
         tracker.log_artifact(details / "cases.csv")
+        if (details / "reliability.png").is_file():
+            tracker.log_artifact(details / "reliability.png", "figures")
         for path in sorted((details / "qc").glob("*")):
             tracker.log_artifact(path, "qc")
     except BaseException:

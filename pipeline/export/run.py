@@ -20,7 +20,7 @@ from pipeline.data.header import read_checked
 from pipeline.data.labels import LabelRegistry, label_dtype
 from pipeline.data.layout import load_dataset
 from pipeline.data.nifti import label_array, write_nifti
-from pipeline.errors import DatasetError, Problem
+from pipeline.errors import DatasetError, InvalidInputError, Problem
 from pipeline.export.dicom_seg import write_dicom_seg
 from pipeline.export.itksnap import write_itksnap_labels
 from pipeline.export.slicer import write_color_table, write_seg_nrrd
@@ -40,6 +40,7 @@ def export_case(
     formats: tuple[ExportFormat, ...],
     dicom: DicomSeries | None = None,
     model_names: tuple[str, ...] = (),
+    maps: dict[str, np.ndarray] | None = None,
 ) -> list[Path]:
     """Write one scan's mask in every requested per-scan format.
 
@@ -52,6 +53,8 @@ def export_case(
         formats: requested formats (``dicom_seg`` is written only when ``dicom`` is given).
         dicom: the source series, for DICOM SEG.
         model_names: recorded in the DICOM SEG algorithm identification.
+        maps: float maps on the scan's grid written as ``<name>_<key>.nii.gz`` (``entropy``, ``mutual_information``:
+            load them in 3D Slicer as volumes under the segmentation).
 
     Returns:
         The written paths. The folder is written whole or not at all (:func:`pipeline.io_utils.atomic_dir`).
@@ -68,7 +71,25 @@ def export_case(
         if "dicom_seg" in formats and dicom is not None:
             names.append(f"{name}_seg.dcm")
             write_dicom_seg(tmp / names[-1], label_map, dicom.files, registry, __version__, model_names)
+        for key, values in (maps or {}).items():
+            names.append(f"{name}_{key}.nii.gz")
+            write_nifti(tmp / names[-1], values, affine, np.float32)
     return [folder / n for n in names]
+
+
+def _uncertainty_maps(folder: Path, case_id: str, mask, cfg: PipelineConfig) -> dict[str, np.ndarray]:
+    """The uncertainty maps ``infer`` wrote beside a mask (checked to lie on the mask's grid)."""
+    from pipeline.preprocess.reading import same_grid
+
+    maps = {}
+    for key in ("entropy", "mutual_information"):
+        path = folder / f"{case_id}_{key}.nii.gz"
+        if path.is_file():
+            loaded = read_checked(path, case_id, cfg.checks)
+            if not same_grid(loaded, mask, cfg.checks):
+                raise InvalidInputError(path, "uncertainty map does not lie on its mask's grid", case_id, "G3")
+            maps[key] = np.asarray(loaded.data, dtype=np.float32)
+    return maps
 
 
 def write_label_tables(folder: Path, registry: LabelRegistry, formats: tuple[ExportFormat, ...]) -> list[Path]:
@@ -103,7 +124,8 @@ def export_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
         def export(case_id=case_id, path=path) -> list[Path]:
             loaded = read_checked(path, case_id, cfg.checks, is_label=True)
             labels = label_array(loaded, dataset.labels.values, case_id)
-            return export_case(out_dir / case_id, case_id, labels, loaded.affine, dataset.labels, formats)
+            maps = _uncertainty_maps(path.parent / "uncertainty", case_id, loaded, cfg)
+            return export_case(out_dir / case_id, case_id, labels, loaded.affine, dataset.labels, formats, maps=maps)
 
         outcome = run_guarded(case_id, path, export)
         if isinstance(outcome, Problem):

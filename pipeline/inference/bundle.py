@@ -16,7 +16,7 @@ from torch import nn
 from pipeline.data.labels import LabelRegistry
 from pipeline.errors import InvalidInputError
 from pipeline.inference.postprocess import PostprocessingDecision
-from pipeline.modelcard import read_model_card
+from pipeline.modelcard import TrainingEnvelope, read_model_card
 from pipeline.models import build_model
 from pipeline.preprocess.intensity import IntensityStats
 from pipeline.preprocess.run import Plan
@@ -34,6 +34,7 @@ class ModelBundle:
     patch_size: tuple[int, ...]
     context_slices: int
     postprocessing: PostprocessingDecision = PostprocessingDecision(False, ())
+    envelope: TrainingEnvelope | None = None  # what the training scans looked like (the input gate)
 
     @property
     def num_classes(self) -> int:
@@ -66,8 +67,9 @@ def load_bundle(folder: Path, device: torch.device) -> ModelBundle:
     )
     decision = PostprocessingDecision.from_json(card.postprocessing) if card.postprocessing else PostprocessingDecision(False, ())
     return ModelBundle(
-        folder, network.to(device).eval(), plan, labels, card.modalities, card.patch_size, card.context_slices, decision
-    )
+        folder, network.to(device).eval(), plan, labels, card.modalities, card.patch_size, card.context_slices, decision,
+        card.envelope,
+    )  # fmt: skip
 
 
 def _load_weights(network: nn.Module, path: Path) -> None:

@@ -1,17 +1,21 @@
 """The ``infer`` stage (the dataset's test scans) and ``segpipe predict`` (any NIfTI file, folder or DICOM series).
 
-Both run the same path: read the scan with ingestion's checks, :func:`predict_scan`, write the mask
-on the scan's grid under a temporary name. Every failing scan is reported together at the end;
+Both run the same path: read the scan with ingestion's checks, :func:`segment_scan` (input gate, masks,
+uncertainty), write the mask and its uncertainty maps on the scan's grid under temporary names, and the
+gate's verdict per scan to ``qa.json``. Every failing scan is reported together at the end;
 existing outputs are refused unless ``overwrite`` (row T7).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import CheckSettings, ExportFormat, InferSettings, PipelineConfig
@@ -20,11 +24,21 @@ from pipeline.data.layout import load_dataset
 from pipeline.data.nifti import write_nifti
 from pipeline.errors import DatasetError, Problem
 from pipeline.export.run import export_case, write_label_tables
-from pipeline.inference.predict import Predictor, load_predictor, predict_scan
+from pipeline.inference.predict import Predictor, ScanPrediction, load_predictor, segment_scan
 from pipeline.inference.sources import Naming, discover_scans, read_scan
-from pipeline.io_utils import refuse_existing, write_json_atomic
+from pipeline.io_utils import atomic_path, refuse_existing, text_digest, write_json_atomic
 from pipeline.parallel import run_guarded
+from pipeline.preprocess.geometry import ras_spacing
 from pipeline.preprocess.reading import read_case
+from pipeline.qa.calibration import NEIGHBOURHOOD_MM
+from pipeline.tracking.mlflow_run import RunTracker, run_tags
+
+logger = logging.getLogger(__name__)
+
+QA_FILE = "qa.json"
+UNCERTAINTY_DIR = "uncertainty"
+PROBABILITY_DIR = "probabilities"
+BOX_MARGIN_MM = 5.0
 
 
 def infer_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
@@ -42,14 +56,17 @@ def infer_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
     cases = dataset.split("test")
     refuse_existing([out_dir / f"{c.case_id}.nii.gz" for c in cases], overwrite)
     predictor = load_predictor(cfg.infer, cfg.crossval.decisions)
-    seconds, problems = {}, []
+    seconds, problems, qa = {}, [], {}
     for case in tqdm(cases, desc="infer", unit="case", disable=None):
         start = time.perf_counter()
-        outcome = run_guarded(case.case_id, case.images[0], partial(_infer_case, predictor, case, out_dir, cfg.checks))
+        outcome = run_guarded(case.case_id, case.images[0], partial(_infer_case, predictor, case, out_dir, cfg))
+        qa[case.case_id] = outcome.gate.to_json() if not isinstance(outcome, Problem) else refused_qa(outcome)
         if isinstance(outcome, Problem):
             problems.append(outcome)
             continue
         seconds[case.case_id] = round(time.perf_counter() - start, 3)
+    write_json_atomic(out_dir / QA_FILE, qa)
+    track_gate(cfg, qa, out_dir / QA_FILE)
     if problems:
         raise DatasetError(problems, f"inference failed for {len({p.case for p in problems})} of {len(cases)} case(s)")
     summary = out_dir / "inference.json"
@@ -57,10 +74,60 @@ def infer_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
     return summary
 
 
-def _infer_case(predictor: Predictor, case, out_dir: Path, checks) -> None:
-    image, affine, _ = read_case(replace(case, label=None), set(), checks)  # inference never reads ground truth
-    label = predict_scan(predictor, image, affine)
-    write_nifti(out_dir / f"{case.case_id}.nii.gz", label, affine, label.dtype)
+def _infer_case(predictor: Predictor, case, out_dir: Path, cfg: PipelineConfig) -> ScanPrediction:
+    """Segment one test scan; write its mask, uncertainty maps and the probabilities ``evaluate`` calibrates."""
+    image, affine, _ = read_case(replace(case, label=None), set(), cfg.checks)  # inference never reads ground truth
+    result = segment_scan(
+        predictor, image, affine, case.images[0], case.case_id, cfg.infer.force, cfg.infer.uncertainty, probabilities=True
+    )
+    write_nifti(out_dir / f"{case.case_id}.nii.gz", result.label, affine, result.label.dtype)
+    for name, values in uncertainty_maps(result).items():
+        write_nifti(out_dir / UNCERTAINTY_DIR / f"{case.case_id}_{name}.nii.gz", values, affine, np.float32)
+    save_probability_box(out_dir / PROBABILITY_DIR / f"{case.case_id}.npz", result, ras_spacing(affine), predictor.temperature)
+    return result
+
+
+def uncertainty_maps(result: ScanPrediction) -> dict[str, np.ndarray]:
+    """The float maps written beside a mask: ``entropy`` and ``mutual_information`` (when computed)."""
+    maps = {"entropy": result.entropy, "mutual_information": result.mutual_information}
+    return {name: values for name, values in maps.items() if values is not None}
+
+
+def save_probability_box(path: Path, result: ScanPrediction, spacing, temperature: float) -> None:
+    """The ensemble probabilities (before the temperature) in the box of the predicted foreground plus a margin, float16.
+
+    ``evaluate`` measures calibration there (the foreground and its neighbourhood); saving the box, not the volume,
+    keeps a CT-sized scan's file small.
+    """
+    foreground = np.argwhere(result.label > 0)
+    margin = np.ceil((NEIGHBOURHOOD_MM + BOX_MARGIN_MM) / np.asarray(spacing, dtype=float)).astype(int)
+    if foreground.size:
+        start = np.maximum(foreground.min(axis=0) - margin, 0)
+        stop = np.minimum(foreground.max(axis=0) + margin + 1, result.label.shape)
+    else:
+        start = stop = np.zeros(3, dtype=int)
+    box = tuple(slice(a, b) for a, b in zip(start, stop))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh, probabilities=result.probabilities[(slice(None), *box)].astype(np.float16), start=start, stop=stop,
+            temperature=np.float64(temperature),
+        )  # fmt: skip
+
+
+def refused_qa(problem: Problem) -> dict:
+    """``qa.json``'s entry for a scan that failed: the gate's refusal (row Q1) or another error."""
+    status = "refuse" if problem.code == "Q1" else "error"
+    return {"status": status, "forced": False, "reasons": [problem.message], "statistics": {}}
+
+
+def track_gate(cfg: PipelineConfig, qa: dict, path: Path) -> None:
+    """One MLflow run per ``infer``: how many scans the gate passed, warned about or refused, and ``qa.json``."""
+    tracker = RunTracker(cfg.tracking)
+    tracker.start("infer", {"infer.force": str(cfg.infer.force)}, run_tags("infer", text_digest(json.dumps(qa, sort_keys=True))))
+    counts = {f"gate_{status}": sum(v["status"] == status for v in qa.values()) for status in ("pass", "warn", "refuse")}
+    tracker.log_metrics({**counts, "gate_forced": sum(bool(v["forced"]) for v in qa.values())}, step=0)
+    tracker.log_artifact(path)
+    tracker.end()
 
 
 def _describe(predictor: Predictor) -> dict:
@@ -102,20 +169,28 @@ def predict_path(
     predictor = load_predictor(settings, decisions)
     channels = len(predictor.bundles[0].modalities)
     model_names = tuple(Path(b.folder).name for b in predictor.bundles)
-    written, problems = {}, []
+    written, problems, qa = {}, [], {}
     for source in tqdm(sources, desc="predict", unit="scan", disable=None):
 
-        def segment(source=source) -> list[Path]:
+        def segment(source=source) -> tuple[list[Path], ScanPrediction]:
             scan = read_scan(source, channels, series_uid, checks)
-            label = predict_scan(predictor, scan.image, scan.affine)
+            result = segment_scan(predictor, scan.image, scan.affine, source.path, source.name, settings.force,
+                                  settings.uncertainty)  # fmt: skip
             folder = output_dir / source.name
-            return export_case(folder, source.name, label, scan.affine, predictor.labels, formats, scan.dicom, model_names)
+            files = export_case(folder, source.name, result.label, scan.affine, predictor.labels, formats, scan.dicom,
+                                model_names, uncertainty_maps(result))  # fmt: skip
+            return files, result
 
         outcome = run_guarded(source.name, source.path, segment)
+        qa[source.name] = refused_qa(outcome) if isinstance(outcome, Problem) else outcome[1].gate.to_json()
         if isinstance(outcome, Problem):
             problems.append(outcome)
             continue
-        written[str(source.path)] = outcome
+        written[str(source.path)] = outcome[0]
+        if outcome[1].gate.status != "pass":
+            logger.warning("%s: input gate %s%s: %s", source.path, outcome[1].gate.status,
+                           " (forced)" if outcome[1].gate.forced else "", "; ".join(outcome[1].gate.reasons))  # fmt: skip
+    write_json_atomic(output_dir / QA_FILE, qa)
     if problems:
         raise DatasetError(problems, f"prediction failed for {len(problems)} of {len(sources)} scan(s)")
     write_label_tables(output_dir, predictor.labels, formats)

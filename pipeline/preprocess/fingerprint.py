@@ -12,6 +12,7 @@ from pipeline.parallel import CaseJob, map_cases, split_outcomes
 from pipeline.preprocess.geometry import crop_box, ras_spacing, reorient_to_ras
 from pipeline.preprocess.intensity import IntensityStats, foreground_mask
 from pipeline.preprocess.reading import read_case
+from pipeline.qa.gate import scan_statistics
 
 
 def case_fingerprint(
@@ -42,6 +43,7 @@ def case_fingerprint(
         "spacing": list(spacing),
         "shape": list(ras_body.shape),
         "shape_after_crop": [int(b - a) for a, b in zip(start, stop)],
+        "scan": scan_statistics(image, spacing, (np.asarray(stop) - np.asarray(start)) * spacing),  # the input gate's
     }
     values = image[0]
     if label is not None:

@@ -203,14 +203,18 @@ def restore_probabilities(
     out = accumulate_into
     if out is None:
         out = np.zeros((probabilities.shape[0], *record.original_shape), dtype=np.float32)
-    box = tuple(slice(a, b) for a, b in zip(record.crop_start, record.crop_stop))
     for channel in range(probabilities.shape[0]):
-        spacings = (record.target_spacing, record.source_spacing)
-        cropped = resample_volume(probabilities[channel], *spacings, record.cropped_shape, "linear")
-        full = np.full(record.ras_shape, 1.0 if channel == 0 else 0.0, dtype=np.float32)
-        full[box] = cropped
-        out[channel] += undo_reorientation(full, record.to_ras)
+        out[channel] += restore_scalar_map(probabilities[channel], record, outside=1.0 if channel == 0 else 0.0)
     return out
+
+
+def restore_scalar_map(values: np.ndarray, record: CaseGeometryRecord, outside: float = 0.0) -> np.ndarray:
+    """Map one scalar map (x', y', z') on the preprocessed grid to the original grid: linear resampling onto the crop,
+    ``outside`` beyond it, then the original axis order (probability channels, entropy, mutual information)."""
+    cropped = resample_volume(values, record.target_spacing, record.source_spacing, record.cropped_shape, "linear")
+    full = np.full(record.ras_shape, outside, dtype=np.float32)
+    full[tuple(slice(a, b) for a, b in zip(record.crop_start, record.crop_stop))] = cropped
+    return undo_reorientation(full, record.to_ras)
 
 
 def restore_argmax(probabilities: np.ndarray, record: CaseGeometryRecord) -> np.ndarray:

@@ -167,7 +167,7 @@ class RunTracker:
         example = np.zeros((2, in_channels, *window), np.float32) if fmt == "pt2" else None  # batch 2: batch stays free
         mlflow.pytorch.log_model(
             model, name="model", signature=signature, pip_requirements=requirements, serialization_format=fmt,
-            input_example=example,
+            input_example=example, validate_serving_input=False,  # a tensor example: MLflow's JSON check cannot take it
         )  # fmt: skip
 
     def end(self, status: str = "FINISHED") -> None:

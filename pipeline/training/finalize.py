@@ -12,7 +12,7 @@ import yaml
 from pipeline.data.labels import LabelRegistry
 from pipeline.evaluation.figures import save_natural_overlay, save_overlay, save_reconstruction_grid, save_training_curves
 from pipeline.io_utils import atomic_path, write_json_atomic
-from pipeline.modelcard import ModelCard, PlannedConfiguration, write_model_card
+from pipeline.modelcard import ModelCard, PlannedConfiguration, TrainingEnvelope, write_model_card
 from pipeline.tracking.mlflow_run import RunTracker, git_commit, run_tags
 from pipeline.training.checkpoint import flatten, save_state_dict
 from pipeline.training.run import TrainingRun
@@ -111,6 +111,7 @@ def model_card(run: TrainingRun, best_epoch: int, metrics: dict, **extra) -> Mod
         preprocess=run.cfg.preprocess.model_copy(update={"spacing_mm": tuple(run.manifest.target_spacing)}),
         intensity=_intensity_statistics(run.manifest.root),
         plan=_planned_configuration(run),
+        envelope=_training_envelope(run),
         plan_overrides=run.plan_overrides,
         preprocess_config_digest=run.manifest.config_digest,
         data_fingerprint=run.data_fingerprint,
@@ -132,6 +133,16 @@ def _planned_configuration(run: TrainingRun) -> PlannedConfiguration | None:
     return PlannedConfiguration(
         configuration=plans.configuration(run.cfg.plan.configuration), profile=plans.profile, normalisation=plans.normalisation
     )
+
+
+def _training_envelope(run: TrainingRun) -> TrainingEnvelope | None:
+    """The input gate's envelope, from the plan's fingerprint of the training scans (``None`` without one)."""
+    import json
+
+    path = Path(run.cfg.plan.file).parent / "fingerprint.json"
+    if not run.cfg.plan.configuration or not path.is_file():
+        return None
+    return TrainingEnvelope.from_fingerprint(json.loads(path.read_text()))
 
 
 def _intensity_statistics(preprocessed_root: Path) -> dict | None:

@@ -62,7 +62,8 @@ def test_predict_cli_on_a_dicom_folder_writes_seg_and_nifti_on_the_series_grid(t
     assert result.exit_code == 0, result.output
     (folder,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
     names = sorted(p.name for p in folder.iterdir())
-    assert names == [f"{folder.name}.seg.nrrd", f"{folder.name}_seg.dcm", f"{folder.name}_seg.nii.gz"]
+    assert names == [f"{folder.name}{suffix}" for suffix in (".seg.nrrd", "_entropy.nii.gz", "_mutual_information.nii.gz",
+                                                              "_seg.dcm", "_seg.nii.gz")]  # fmt: skip
     mask = nib.load(folder / f"{folder.name}_seg.nii.gz")
     assert mask.shape == series.array.shape and np.allclose(mask.affine, series.affine, atol=1e-5)
     seg = hd.seg.segread(folder / f"{folder.name}_seg.dcm")

@@ -80,8 +80,9 @@ def oracle_predictor(affine: np.ndarray, spacing=None, dims: int = 3, context: i
     return Predictor((bundle,), InferSettings(largest_component=(), **settings), torch.device("cpu"), torch.device("cpu"), None)
 
 
-def write_tiny_model(folder: Path, seed: int = 0) -> Path:
-    """A randomly initialised 2-level U-Net saved like ``segpipe train`` saves one (model.pt + model_card.json)."""
+def write_tiny_model(folder: Path, seed: int = 0, envelope=None) -> Path:
+    """A randomly initialised 2-level U-Net saved like ``segpipe train`` saves one (model.pt + model_card.json), with the
+    input gate's ``envelope`` when given."""
     torch.manual_seed(seed)
     settings = UNet2dSettings(widths=(4, 8), norm="batch")
     network = build_model(settings, 1, 3)
@@ -96,6 +97,7 @@ def write_tiny_model(folder: Path, seed: int = 0) -> Path:
         patch_size=(32, 32),
         target_spacing=(3.0, 3.0, 4.0),
         preprocess=PreprocessSettings(ct_normalisation="window", spacing_mm=(3.0, 3.0, 4.0)),
+        envelope=envelope,
     )
     write_model_card(card, folder / "model_card.json")
     return folder

@@ -41,7 +41,16 @@ def test_predict_writes_masks_on_the_scan_geometry_without_identifiers(tmp_path)
     model = write_tiny_model(tmp_path / "model")
     written = predict_path(source, tmp_path / "out", _settings(model), FORMATS)
     files = written[str(source)]
-    assert [f.name.split("_seg")[0].split(".seg")[0] for f in files] == [files[0].parent.name] * 2
+    name = files[0].parent.name
+    assert [f.name for f in files] == [f"{name}_seg.nii.gz", f"{name}.seg.nrrd", f"{name}_entropy.nii.gz",
+                                       f"{name}_mutual_information.nii.gz"]  # fmt: skip
+    entropy_map, information = nib.load(files[2]), nib.load(files[3])
+    assert entropy_map.shape == nib.load(source).shape and np.allclose(entropy_map.affine, nib.load(source).affine, atol=1e-5)
+    values = np.asarray(entropy_map.dataobj)
+    assert values.min() >= 0 and values.max() <= np.log(3) + 1e-5 and values.max() > 0  # 3 classes: at most log 3
+    assert np.array_equal(np.asarray(information.dataobj), np.zeros(information.shape))  # one model, no mirrors: 0
+    qa = json.loads((tmp_path / "out" / "qa.json").read_text())
+    assert qa[name]["status"] == "pass" and "no training envelope" in qa[name]["reasons"][0]
     assert files[0].parent.name.startswith("scan-") and len(files[0].parent.name) == 17
     mask = nib.load(files[0])
     original = nib.load(source)
@@ -67,7 +76,7 @@ def test_existing_outputs_are_refused_unless_overwrite(tmp_path):
     assert "[T7]" in str(refused.value) and str(mask_path.parent) in str(refused.value)
     assert mask_path.read_bytes() == before
     again = predict_path(source, tmp_path / "out", _settings(model), ("nifti",), naming="source", overwrite=True)
-    assert again[str(source)] == [mask_path]
+    assert again[str(source)][0] == mask_path
 
 
 def test_a_bad_scan_is_reported_with_the_others_and_nothing_is_half_written(tmp_path):
@@ -131,7 +140,14 @@ def test_predict_cli_names_every_bad_header_writes_the_good_scan_and_prints_no_t
         assert f"{folder / name}.nii.gz: error [{code}] (case {name})" in result.output
     assert "prediction failed for 3 of 4 scan(s)" in result.output
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == [good.name.removesuffix(".nii.gz")]
+    assert written == [good.name.removesuffix(".nii.gz"), "qa.json"]
+    qa = json.loads((tmp_path / "out" / "qa.json").read_text())
+    assert {k: v["status"] for k, v in qa.items()} == {
+        "DOE^JOHN_MRN123": "pass",
+        "sheared": "error",
+        "forms": "error",
+        "flat": "error",
+    }
 
 
 def test_a_full_disk_stops_predict_cleanly_and_keeps_earlier_results(tmp_path, monkeypatch):
@@ -153,7 +169,7 @@ def test_a_full_disk_stops_predict_cleanly_and_keeps_earlier_results(tmp_path, m
         predict_path(source, tmp_path / "out", _settings(model), ("nifti", "seg_nrrd"), naming="source", overwrite=True)
     assert str(stopped.value).startswith(f"{source}: [P5] no space left")
     assert {p: p.read_bytes() for p in before} == before  # the earlier, complete result is untouched
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [source.name.removesuffix(".nii.gz")]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [source.name.removesuffix(".nii.gz"), "qa.json"]
 
 
 def test_a_library_error_in_one_export_becomes_our_error_naming_the_scan(tmp_path, monkeypatch):
@@ -178,4 +194,7 @@ def test_a_library_error_in_one_export_becomes_our_error_naming_the_scan(tmp_pat
     (problem,) = failed.value.problems
     assert (problem.path, problem.case, problem.code) == (str(folder / "second.nii.gz"), "second", "P3")
     assert problem.message == "ValueError: the scan changed on disk while it was exported"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [good.name.removesuffix(".nii.gz")]  # no half folder
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        good.name.removesuffix(".nii.gz"),
+        "qa.json",
+    ]  # no half folder

@@ -1,0 +1,1 @@
+"""Knowing when not to trust a mask: calibrated probabilities, uncertainty maps and the input gate."""

@@ -1,0 +1,90 @@
+"""Calibrated probabilities: one global temperature, fitted by negative log-likelihood on out-of-fold voxels.
+
+Temperature scaling (Guo et al., 2017) divides the logits by ``T``. On probabilities ``p = softmax(z)`` that is
+``softmax(log p / T)`` exactly (the log-sum-exp constant cancels), so it applies to the ensemble's averaged
+probabilities as well as to one network's, and never changes the argmax: the mask stays the one cross-validation
+chose, only its probabilities become honest. ``crossval`` fits ``T`` for each model and for the ensemble actually used
+on voxels of the foreground and its neighbourhood (:func:`neighbourhood`), where calibration matters; ``infer``
+applies the ensemble's; ``evaluate`` reports expected calibration error (MONAI's ``CalibrationErrorMetric``), Brier
+score and NLL before and after.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage, optimize
+
+EPSILON = 1e-7
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+NEIGHBOURHOOD_MM = 10.0  # calibration is measured on the foreground and this margin around it
+ECE_BINS = 15
+
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log p / T)`` over axis 0 (channel-first probabilities); ``T == 1`` returns the input unchanged."""
+    if temperature == 1.0:
+        return probabilities
+    scaled = np.log(np.clip(probabilities, EPSILON, 1.0)) / np.float32(temperature)
+    scaled -= scaled.max(axis=0, keepdims=True)
+    np.exp(scaled, out=scaled)
+    scaled /= scaled.sum(axis=0, keepdims=True)
+    return scaled.astype(np.float32, copy=False)
+
+
+def nll(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true class: probabilities (C, N), labels (N,)."""
+    chosen = np.take_along_axis(probabilities, labels[None].astype(np.int64), axis=0)[0]
+    return float(-np.log(np.clip(chosen, EPSILON, 1.0)).mean())
+
+
+def brier(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over voxels of the squared distance between the probability vector and the one-hot truth."""
+    one_hot = np.zeros_like(probabilities)
+    np.put_along_axis(one_hot, labels[None].astype(np.int64), 1.0, axis=0)
+    return float(((probabilities - one_hot) ** 2).sum(axis=0).mean())
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Class-wise expected calibration error (MONAI ``CalibrationErrorMetric``), averaged over classes present."""
+    import torch
+    from monai.metrics import CalibrationErrorMetric
+
+    one_hot = np.zeros_like(probabilities)
+    np.put_along_axis(one_hot, labels[None].astype(np.int64), 1.0, axis=0)
+    metric = CalibrationErrorMetric(num_bins=bins, include_background=True, metric_reduction="none")
+    per_class = metric(torch.as_tensor(probabilities[None]), torch.as_tensor(one_hot[None]))[0]
+    return float(torch.nanmean(per_class))
+
+
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature that minimises NLL of ``labels`` under ``probabilities`` (C, N), searched in log space."""
+    result = optimize.minimize_scalar(
+        lambda log_t: nll(apply_temperature(probabilities, float(np.exp(log_t))), labels),
+        bounds=tuple(np.log(TEMPERATURE_BOUNDS)),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
+    return round(float(np.exp(result.x)), 4)
+
+
+def neighbourhood(truth: np.ndarray, prediction: np.ndarray, spacing, margin_mm: float = NEIGHBOURHOOD_MM) -> np.ndarray:
+    """Foreground of either map and everything within ``margin_mm`` of it (a ball in millimetres)."""
+    foreground = (truth > 0) | (prediction > 0)
+    radius = [int(margin_mm // float(s)) for s in spacing]
+    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+    ball = sum((g * float(s)) ** 2 for g, s in zip(grid, spacing)) <= margin_mm**2 + 1e-9  # a ball in millimetres
+    return ndimage.binary_dilation(foreground, structure=ball) if foreground.any() else foreground
+
+
+def calibration_scores(probabilities: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:
+    """ECE, Brier and NLL of (C, N) probabilities before and after ``temperature``."""
+    scaled = apply_temperature(probabilities, temperature)
+    return {
+        "ece_before": expected_calibration_error(probabilities, labels),
+        "ece_after": expected_calibration_error(scaled, labels),
+        "brier_before": brier(probabilities, labels),
+        "brier_after": brier(scaled, labels),
+        "nll_before": nll(probabilities, labels),
+        "nll_after": nll(scaled, labels),
+        "temperature": float(temperature),
+    }
