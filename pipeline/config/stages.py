@@ -124,6 +124,9 @@ class InferSettings(Section):
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     mirror_axes: tuple[int, ...] = Field((), description="test-time mirroring over these axes (0=x, 1=y, 2=z), averaged")
     force: bool = Field(False, description="segment scans the input gate refuses (qa.json records the override)")
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="run the networks with PyTorch or ONNX Runtime (model.onnx beside model.pt; CPU only)"
+    )
     uncertainty: bool = Field(True, description="write predictive entropy and mutual information maps beside each mask")
     largest_component: Literal["auto"] | tuple[str, ...] = Field(  # auto: cross-validation's decision, else the cards'
         "auto",

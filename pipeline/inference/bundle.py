@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from pipeline.data.labels import LabelRegistry
-from pipeline.errors import InvalidInputError
+from pipeline.errors import ConfigError, InvalidInputError
+from pipeline.inference.onnx_backend import ONNX_FILE, OnnxNetwork
 from pipeline.inference.postprocess import PostprocessingDecision
 from pipeline.modelcard import TrainingEnvelope, read_model_card
 from pipeline.models import build_model
@@ -41,8 +42,9 @@ class ModelBundle:
         return self.labels.num_classes
 
 
-def load_bundle(folder: Path, device: torch.device) -> ModelBundle:
-    """Load ``folder/model_card.json`` and ``folder/model.pt`` (``weights_only=True``) onto ``device``.
+def load_bundle(folder: Path, device: torch.device, backend: str = "torch") -> ModelBundle:
+    """Load ``folder/model_card.json`` and ``folder/model.pt`` (``weights_only=True``) onto ``device``; with
+    ``backend="onnx"`` the network runs ``folder/model.onnx`` in ONNX Runtime instead (CPU).
 
     Raises:
         InvalidInputError: missing or malformed card, a network the card does not describe
@@ -52,6 +54,10 @@ def load_bundle(folder: Path, device: torch.device) -> ModelBundle:
     card = read_model_card(folder / "model_card.json")
     network = build_model(card.model, card.in_channels, card.num_classes)
     _load_weights(network, folder / "model.pt")
+    if backend == "onnx":
+        if device.type != "cpu":
+            raise ConfigError("infer.backend=onnx runs on the CPU: set infer.device=cpu (or infer.backend=torch on a GPU)")
+        network = OnnxNetwork(folder / ONNX_FILE)
     labels = LabelRegistry.from_mapping({int(k): v for k, v in card.labels.items()})
     if card.is_ct and card.preprocess.ct_normalisation == "percentile" and not card.intensity:
         raise InvalidInputError(folder / "model_card.json", "no 'intensity' statistics (trained by an older segpipe; retrain)")

@@ -75,7 +75,7 @@ def load_predictor(settings: InferSettings, decisions: Path | None = None) -> Pr
         chosen = read_decisions(decisions)
         decision, folders, temperature = chosen.postprocessing_decision, chosen.models, chosen.temperature
         settings = settings.model_copy(update={"models": tuple(folders)})
-    bundles = [load_bundle(folder, device) for folder in folders]
+    bundles = [load_bundle(folder, device, settings.backend) for folder in folders]
     check_compatible(bundles)
     return Predictor(tuple(bundles), settings, device, stitch, amp_dtype_for(settings.amp, device), decision, temperature)
 

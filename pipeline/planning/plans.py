@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.errors import InvalidInputError
 from pipeline.io_utils import write_json_atomic
@@ -39,6 +39,12 @@ class ChannelNormalisation(Frozen):
     std: float | None = None
     percentile_low: float | None = None
     percentile_high: float | None = None
+
+    @field_validator("mask", mode="before")
+    @classmethod
+    def _renamed_mask(cls, value):
+        """Plans and model cards written before the rename called the same rule ``otsu``: they still load."""
+        return "foreground" if value == "otsu" else value
 
 
 class ConfigurationPlan(Frozen):

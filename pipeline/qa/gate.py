@@ -7,7 +7,9 @@ intensity percentiles of the training scans, from the ``plan`` fingerprint). Eac
 - intensities implausible for the modality: a CT model needs air near -1000 HU. A scan whose lowest percentile and
   median both sit 1024 above the training scans' is raw stored values without the rescale; any other scan without
   that air is not CT (e.g. an MR volume). An MR model refuses a scan with CT air (values near -1000);
-- voxel spacing more than ``SPACING_FACTOR`` x outside the training range along any axis: refuse;
+- voxel spacing more than ``SPACING_FACTOR`` x coarser than any training scan along an axis: refuse (detail the
+  model needs is not in the scan); more than ``SPACING_FACTOR`` x finer: warn (preprocessing resamples it to the
+  training grid, which loses nothing the model would use);
 - body extent (field of view after cropping to the body) more than ``EXTENT_FACTOR`` x outside the training range:
   warn (a head scan given to an abdomen model is often, not always, caught here).
 
@@ -67,8 +69,9 @@ def scan_statistics(image: np.ndarray, spacing: np.ndarray, body_extent_mm: np.n
 def gate(statistics: dict, envelope) -> GateResult:
     """Compare a scan's statistics with the model's training envelope; every reason is listed."""
     refuse, warn = _intensity_reasons(statistics, envelope), []
-    refuse += _range_reasons("voxel spacing", "mm", statistics["spacing_mm"], envelope.spacing_min, envelope.spacing_max,
-                             SPACING_FACTOR)  # fmt: skip
+    spacing, low, high = statistics["spacing_mm"], envelope.spacing_min, envelope.spacing_max
+    refuse += _range_reasons("voxel spacing", "mm", spacing, (0.0,) * 3, high, SPACING_FACTOR)  # coarser: refuse
+    warn += _range_reasons("voxel spacing", "mm", spacing, low, (np.inf,) * 3, SPACING_FACTOR)  # finer: warn
     warn += _range_reasons("body extent", "mm", statistics["body_extent_mm"], envelope.extent_min, envelope.extent_max,
                            EXTENT_FACTOR)  # fmt: skip
     status = "refuse" if refuse else "warn" if warn else "pass"
@@ -115,8 +118,15 @@ def _range_reasons(what: str, unit: str, values, low, high, factor: float) -> li
     reasons = []
     for axis, (value, a, b) in enumerate(zip(values, low, high)):
         if value > factor * b or value < a / factor:
+            side = "above" if value > factor * b else "below"
             reasons.append(
-                f"{what} {value:.4g} {unit} along axis {'xyz'[axis]} (RAS) is more than {factor:g}x outside the training "
-                f"range {a:.4g}-{b:.4g} {unit}"
+                f"{what} {value:.4g} {unit} along axis {'xyz'[axis]} (RAS) is more than {factor:g}x {side} the training "
+                f"range {_range(a, b, unit)}"
             )
     return reasons
+
+
+def _range(low: float, high: float, unit: str) -> str:
+    if not np.isfinite(high):
+        return f"(at least {low:.4g} {unit})"
+    return f"({low:.4g}-{high:.4g} {unit})" if low > 0 else f"(at most {high:.4g} {unit})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from pipeline.data.labels import LabelRegistry
 from pipeline.evaluation.figures import save_natural_overlay, save_overlay, save_reconstruction_grid, save_training_curves
+from pipeline.inference.onnx_backend import ONNX_FILE, export_onnx
 from pipeline.io_utils import atomic_path, write_json_atomic
 from pipeline.modelcard import ModelCard, PlannedConfiguration, TrainingEnvelope, write_model_card
 from pipeline.tracking.mlflow_run import RunTracker, git_commit, run_tags
@@ -20,6 +22,8 @@ from pipeline.training.transfer import save_encoder
 
 TRACKED_SECTIONS = ("base", "plan", "preprocess", "model", "loss", "augment", "train")
 NATURAL_MODALITIES = ["red", "green", "blue"]  # what pipeline/preprocess/natural.py writes
+
+logger = logging.getLogger(__name__)
 
 
 def start_tracking(run: TrainingRun, state, stage: str) -> RunTracker:
@@ -51,6 +55,7 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test
         **test,
     }
     save_state_dict(out_dir / "model.pt", run.bare_model)
+    _export_onnx(run, out_dir / ONNX_FILE)
     decision = postprocessing.to_json() if postprocessing is not None else None
     if decision is not None:
         tracker.set_tags({"postprocessing": str(decision)})
@@ -73,6 +78,24 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test
         tracker.log_artifact(path, "figures")
     tracker.log_model(run.bare_model.cpu().eval(), run.in_channels, run.manifest.num_classes, run.cfg.train.patch_size)
     return metrics
+
+
+def _export_onnx(run: TrainingRun, path: Path) -> None:
+    """``model.onnx`` beside ``model.pt`` for ``infer.backend=onnx`` (medical U-Net and V-Net; batch and spatial axes
+    free in multiples of the network's stride). A network the exporter cannot take is logged, not fatal: the PyTorch
+    backend still serves it."""
+    divisor = getattr(run.cfg.model, "divisor", None)
+    if run.cfg.model.name not in ("unet2d", "vnet3d") or divisor is None:
+        return
+    strides = divisor if isinstance(divisor, tuple) else (divisor,) * len(run.cfg.train.patch_size)
+    device = next(run.bare_model.parameters()).device
+    try:
+        export_onnx(run.bare_model, run.in_channels, tuple(run.cfg.train.patch_size), strides, path)
+    except Exception as exc:  # the exporter raises many types; the canonical model.pt is already written
+        logger.warning("ONNX export of %s failed (%s: %s); infer.backend=onnx is unavailable for it", path.parent,
+                       type(exc).__name__, exc)  # fmt: skip
+    finally:
+        run.bare_model.to(device)
 
 
 def run_summary(model: str, state, best_epoch: int) -> dict:

@@ -37,7 +37,11 @@ def test_the_gate_passes_an_ordinary_scan_and_names_every_reason_it_refuses():
     mr = gate(_stats(percentile_1=0.0, percentile_50=120.0, percentile_99=900.0), THREE_MM)
     assert mr.status == "refuse" and "implausible for CT" in mr.reasons[0]
     coarse = gate(_stats(spacing_mm=[10.0, 10.0, 10.0]), THREE_MM)
-    assert coarse.status == "refuse" and len(coarse.reasons) == 3 and "10 mm along axis x" in coarse.reasons[0]
+    assert coarse.status == "refuse" and len(coarse.reasons) == 3
+    assert coarse.reasons[0] == "voxel spacing 10 mm along axis x (RAS) is more than 2x above the training range (at most 3 mm)"
+    fine = gate(_stats(spacing_mm=[2.8, 2.8, 0.8]), THREE_MM)  # thin slices: resampled to the training grid
+    assert fine.status == "warn" and fine.reasons == (
+        "voxel spacing 0.8 mm along axis z (RAS) is more than 2x below the training range (at least 2.5 mm)",)  # fmt: skip
     head = gate(_stats(body_extent_mm=[140.0, 90.0, 280.0]), THREE_MM)
     assert head.status == "warn" and [r.split(" (RAS)")[0] for r in head.reasons] == [
         "body extent 140 mm along axis x", "body extent 90 mm along axis y"]  # fmt: skip

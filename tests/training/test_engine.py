@@ -36,6 +36,11 @@ def test_tiny_training_writes_model_metrics_and_an_mlflow_run(tiny_preprocessed,
     state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
     network = build_model(cfg.model, card["in_channels"], card["num_classes"])
     network.load_state_dict(state)  # strict: the canonical file is exactly this network's state_dict
+    from pipeline.inference.onnx_backend import OnnxNetwork
+
+    window = torch.randn(2, card["in_channels"], *cfg.train.patch_size)
+    with torch.no_grad():  # model.onnx beside model.pt computes the same logits (infer.backend=onnx)
+        assert torch.allclose(OnnxNetwork(tmp_path / "model" / "model.onnx")(window), network.eval()(window), atol=1e-4)
     assert card["num_classes"] == 4 and card["target_spacing"] == [8.0, 8.0, 10.0]
 
     from mlflow import MlflowClient
