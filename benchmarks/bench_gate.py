@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import SCAN, make_scan  # noqa: E402
 
 
-def _median_seconds(function, repeats: int) -> float:
+def median_seconds(function, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up call."""
     function()
     times = []
     for _ in range(repeats):
@@ -61,11 +62,11 @@ def main() -> None:
     record = transform_case(image, affine, None, predictor.bundles[0].plan)[0]
     verdict = gate_scan(predictor, image, record)
     seconds = {
-        "predict": _median_seconds(lambda: segment_scan(predictor, image, affine, force=True), args.repeats),
-        "predict_without_uncertainty": _median_seconds(
+        "predict": median_seconds(lambda: segment_scan(predictor, image, affine, force=True), args.repeats),
+        "predict_without_uncertainty": median_seconds(
             lambda: segment_scan(predictor, image, affine, force=True, uncertainty=False), args.repeats
         ),
-        "gate": _median_seconds(lambda: gate_scan(predictor, image, record), args.repeats),
+        "gate": median_seconds(lambda: gate_scan(predictor, image, record), args.repeats),
     }
     result = {
         "scan": {"shape": list(image.shape[1:]), "spacing_mm": np.round(np.linalg.norm(affine[:3, :3], axis=0), 3).tolist()},

@@ -14,29 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_gate import median_seconds  # noqa: E402
 from bench_inference import SCAN, make_scan  # noqa: E402
 
 TEST_SCAN = Path("data/phantom/imagesTs/phantom_test_000.nii.gz")
-
-
-def _median_seconds(function, repeats: int) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _with_onnx(folder: Path, scratch: Path) -> Path:
@@ -85,7 +74,7 @@ def main() -> None:
                     def run(predictor=predictor, image=image, affine=affine):
                         return segment_scan(predictor, image, affine, force=True, uncertainty=False)
 
-                    row[f"{backend}_s"] = round(_median_seconds(run, args.repeats), 3)
+                    row[f"{backend}_s"] = round(median_seconds(run, args.repeats), 3)
                     outputs[backend] = segment_scan(predictor, image, affine, force=True, uncertainty=False, probabilities=True)
                 row["speedup_onnx"] = round(row["torch_s"] / row["onnx_s"], 2)
                 row["max_abs_probability_difference"] = float(

@@ -37,6 +37,7 @@ from pipeline.preprocess.geometry import ras_spacing
 from pipeline.preprocess.reading import read_case
 from pipeline.qa.calibration import NEIGHBOURHOOD_MM, apply_temperature, calibration_scores, fit_temperature, neighbourhood
 from pipeline.qa.uncertainty import BAND_VOXELS, entropy, organ_uncertainty
+from pipeline.serving import log_served_model
 from pipeline.tracking.mlflow_run import RunTracker, run_tags
 
 SAMPLES_PER_CASE = 50_000
@@ -107,6 +108,7 @@ def _track(cfg: PipelineConfig, result: Decisions, splits: list[dict]) -> None:
     metrics = {f"oof_{name}_{key}".replace("+", "_"): v for name, s in result.scores.items() for key, v in s.items()}
     tracker.log_metrics(metrics, step=0)
     tracker.log_artifact(Path(cfg.crossval.decisions))
+    log_served_model(tracker, Path(cfg.crossval.decisions), result.models)
     tracker.end()
 
 

@@ -29,7 +29,7 @@ from pipeline.devices import amp_dtype_for, pick_device
 from pipeline.errors import ConfigError
 from pipeline.inference.bundle import ModelBundle, check_compatible, load_bundle
 from pipeline.inference.postprocess import PostprocessingDecision, apply_postprocessing
-from pipeline.inference.sliding import predict_volume, predict_volume_mirrored
+from pipeline.inference.sliding import predict_volume
 from pipeline.preprocess.geometry import restore_argmax, restore_probabilities, restore_scalar_map
 from pipeline.preprocess.run import transform_case
 from pipeline.qa.calibration import apply_temperature
@@ -204,20 +204,12 @@ def restored_probabilities(predictor: Predictor, bundle: ModelBundle, image: np.
 
 
 def predict_probabilities(predictor: Predictor, bundle: ModelBundle, prepared: np.ndarray) -> np.ndarray:
-    """Class probabilities (C, x, y, z) of one model on a preprocessed image (C_in, x, y, z), as numpy on the CPU."""
-    tensor = torch.as_tensor(prepared, dtype=torch.float32, device=predictor.stitch_device)
-    probabilities = predict_volume_mirrored(
-        bundle.network,
-        tensor,
-        predictor.settings.mirror_axes,
-        patch_size=bundle.patch_size,
-        context_slices=bundle.context_slices,
-        overlap=predictor.settings.overlap,
-        autocast_dtype=predictor.amp_dtype,
-        sw_batch_size=predictor.settings.sw_batch_size,
-        sw_device=predictor.device,
-    )
-    return probabilities.cpu().numpy()
+    """Class probabilities (C, x, y, z) of one model on a preprocessed image (C_in, x, y, z), averaged over its test-time
+    mirrors, as numpy on the CPU."""
+    total, members = None, 0
+    for member in member_probabilities(predictor, bundle, prepared):
+        total, members = (member if total is None else total + member), members + 1
+    return total / members
 
 
 def postprocessing_for(predictor: Predictor) -> PostprocessingDecision:

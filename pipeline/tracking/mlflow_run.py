@@ -170,6 +170,16 @@ class RunTracker:
             input_example=example, validate_serving_input=False,  # a tensor example: MLflow's JSON check cannot take it
         )  # fmt: skip
 
+    def log_pyfunc(self, name: str, code: Path, artifacts: dict[str, str], signature) -> None:
+        """Log an MLflow pyfunc model from a code file (no pickle) with ``artifacts``."""
+        if not (self._mlflow and self.settings.log_model):
+            return
+        import mlflow.pyfunc
+
+        mlflow.pyfunc.log_model(
+            name=name, python_model=str(code), artifacts=artifacts, signature=signature, pip_requirements=["mlflow"]
+        )
+
     def end(self, status: str = "FINISHED") -> None:
         if self._mlflow:
             self._mlflow.end_run(status=status)
