@@ -121,7 +121,9 @@ class RunTracker:
             experiment_id = experiment.experiment_id
         if "dvc_stage" in tags:
             close_stale_runs(mlflow.MlflowClient(), experiment_id, tags["dvc_stage"], keep=run_id)
-        run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=None if run_id else run_name)
+        run = mlflow.start_run(  # tags at creation: a run is never seen without its owner (pid, host)
+            run_id=run_id, experiment_id=experiment_id, run_name=None if run_id else run_name, tags=None if run_id else tags
+        )
         self.run_id = run.info.run_id
         if run_id is None:
             items = sorted(params.items())

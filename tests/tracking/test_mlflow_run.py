@@ -75,7 +75,8 @@ def test_a_training_killed_by_sigkill_is_closed_as_killed_on_the_next_start(tiny
     while not running and time.monotonic() < deadline:
         time.sleep(1.0)
         if (tmp_path / "mlflow.db").exists() and (experiments := client.search_experiments()):
-            running = client.search_runs([e.experiment_id for e in experiments], "attributes.status = 'RUNNING'")
+            found = client.search_runs([e.experiment_id for e in experiments], "attributes.status = 'RUNNING'")
+            running = [r for r in found if "segpipe_pid" in r.data.tags]
     assert running, "the child never started its MLflow run"
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
