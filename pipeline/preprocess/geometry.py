@@ -253,6 +253,25 @@ def restore_argmax(probabilities: np.ndarray, record: CaseGeometryRecord) -> np.
     return np.ascontiguousarray(undo_reorientation(full, record.to_ras))
 
 
+def resample_labels(label: np.ndarray, source_spacing, target_spacing, target_shape, num_classes: int) -> np.ndarray:
+    """Resample a label map as one-hot channels (linear) then argmax, one class at a time.
+
+    Equal to ``resample_volume(one_hot, ..., "linear").argmax(0)`` voxel for voxel (classes are visited in increasing
+    order and only a strictly larger value takes a voxel, as argmax keeps the first maximum; a class absent from the map
+    is 0 everywhere and never wins), but it holds one resampled channel and a running maximum instead of all C channels:
+    the peak memory of preprocessing no longer grows with the number of classes.
+    """
+    dtype = label_dtype(num_classes)
+    best = np.full(tuple(int(n) for n in target_shape), -1.0, dtype=np.float32)
+    out = np.zeros(best.shape, dtype=dtype)
+    for value in np.unique(label):
+        channel = resample_volume((label == value).astype(np.float32), source_spacing, target_spacing, target_shape, "linear")
+        wins = channel > best
+        out[wins] = value
+        np.maximum(best, channel, out=best)
+    return out
+
+
 def restore_label_map(label: np.ndarray, record: CaseGeometryRecord, num_classes: int) -> np.ndarray:
     """Map a preprocessed label map back to the original grid (one-hot, linear, argmax) as uint8 (uint16 above 255)."""
     one_hot = np.stack([(label == c).astype(np.float32) for c in range(num_classes)])

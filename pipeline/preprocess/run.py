@@ -21,7 +21,6 @@ import numpy as np
 
 from pipeline.config import CheckSettings, PipelineConfig, PreprocessSettings
 from pipeline.data.header import DEFAULT_CHECKS
-from pipeline.data.labels import label_dtype
 from pipeline.data.layout import Case, Dataset, load_dataset
 from pipeline.errors import DatasetError, Problem
 from pipeline.io_utils import file_digest, save_npy_atomic, text_digest, write_json_atomic
@@ -33,6 +32,7 @@ from pipeline.preprocess.geometry import (
     crop_resampled_affine,
     ras_spacing,
     reorient_to_ras,
+    resample_labels,
     resample_volume,
     resampled_shape,
 )
@@ -200,12 +200,7 @@ def transform_case(
     out_image = resample_volume(normalised, spacing, plan.target_spacing, shape, s.image_interpolation).astype(np.float32)
     out_label = None
     if ras_label is not None:
-        one_hot = np.stack([(ras_label[box] == c).astype(np.float32) for c in range(plan.num_classes)])
-        out_label = (
-            resample_volume(one_hot, spacing, plan.target_spacing, shape, "linear")
-            .argmax(axis=0)
-            .astype(label_dtype(plan.num_classes))
-        )
+        out_label = resample_labels(ras_label[box], spacing, plan.target_spacing, shape, plan.num_classes)
     record = CaseGeometryRecord(
         affine,
         tuple(int(v) for v in image.shape[1:]),

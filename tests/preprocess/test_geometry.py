@@ -150,3 +150,16 @@ def test_restore_argmax_equals_the_argmax_of_the_restored_probabilities():
     assert fast.shape == record.original_shape and fast.dtype == np.uint8
     assert np.array_equal(fast, reference)
     assert len(np.unique(fast)) == 4  # every class occurs, so boundaries were really interpolated
+
+
+def test_class_by_class_label_resampling_equals_the_one_hot_argmax():
+    from pipeline.preprocess.geometry import resample_labels, resample_volume
+
+    rng = np.random.default_rng(0)
+    label = rng.choice([0, 1, 3], size=(23, 19, 7), p=[0.6, 0.3, 0.1]).astype(np.uint8)  # class 2 absent: never wins
+    label[5:12, 5:12, 2:5] = 3
+    for target in ((1.7, 2.3, 4.0), (0.6, 0.7, 1.3)):
+        shape = tuple(int(round(n * s / t)) for n, s, t in zip(label.shape, (1.0, 1.2, 3.0), target))
+        one_hot = np.stack([(label == c).astype(np.float32) for c in range(4)])
+        expected = resample_volume(one_hot, (1.0, 1.2, 3.0), target, shape, "linear").argmax(0)
+        assert np.array_equal(resample_labels(label, (1.0, 1.2, 3.0), target, shape, 4), expected)
