@@ -35,7 +35,15 @@ from pipeline.inference.predict import Predictor, load_predictor, restored_proba
 from pipeline.io_utils import text_digest, write_json_atomic
 from pipeline.preprocess.geometry import ras_spacing
 from pipeline.preprocess.reading import read_case
-from pipeline.qa.calibration import NEIGHBOURHOOD_MM, apply_temperature, calibration_scores, fit_temperature, neighbourhood
+from pipeline.qa.calibration import (
+    NEIGHBOURHOOD_MM,
+    apply_temperature,
+    calibration_scores,
+    fit_temperature,
+    neighbourhood,
+    sample_voxels,
+)
+from pipeline.qa.outputs import padded_box
 from pipeline.qa.uncertainty import BAND_VOXELS, entropy, organ_uncertainty
 from pipeline.serving import log_served_model
 from pipeline.tracking.mlflow_run import RunTracker, run_tags
@@ -114,12 +122,8 @@ def _track(cfg: PipelineConfig, result: Decisions, splits: list[dict]) -> None:
 
 def _keep_box(path: Path, probabilities: np.ndarray, truth: np.ndarray, spacing) -> tuple[slice, ...]:
     """Save the models' probabilities (float16) in the box of the foreground (truth or any prediction) plus margins."""
-    foreground = np.argwhere((truth > 0) | (probabilities.mean(axis=0).argmax(0) > 0))
-    margin = np.ceil((NEIGHBOURHOOD_MM + BAND_VOXELS * max(spacing)) / np.asarray(spacing, dtype=float)).astype(int)
-    if foreground.size:
-        start, stop = np.maximum(foreground.min(0) - margin, 0), np.minimum(foreground.max(0) + margin + 1, truth.shape)
-    else:
-        start, stop = np.zeros(3, int), np.asarray(truth.shape)
+    foreground = (truth > 0) | (probabilities.mean(axis=0).argmax(0) > 0)
+    start, stop = padded_box(foreground, spacing, NEIGHBOURHOOD_MM + BAND_VOXELS * max(spacing), whole_if_empty=True)
     box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
     np.save(path, probabilities[(slice(None), slice(None), *box)].astype(np.float16), allow_pickle=False)
     return box
@@ -128,8 +132,7 @@ def _keep_box(path: Path, probabilities: np.ndarray, truth: np.ndarray, spacing)
 def _sample(probabilities: np.ndarray, truth: np.ndarray, box, spacing, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``SAMPLES_PER_CASE`` voxels of the foreground and its neighbourhood: (models, C, n) and (n,)."""
     prediction = probabilities.mean(axis=0).argmax(0)
-    where = np.flatnonzero(neighbourhood(truth, prediction, spacing))
-    chosen = np.sort(np.random.default_rng(seed).choice(where, min(SAMPLES_PER_CASE, where.size), replace=False))
+    chosen = sample_voxels(neighbourhood(truth, prediction, spacing), SAMPLES_PER_CASE, seed)
     flat = probabilities.reshape(*probabilities.shape[:2], -1)[:, :, chosen]
     return flat.astype(np.float32), truth.reshape(-1)[chosen].astype(np.int64)
 

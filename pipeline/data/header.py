@@ -80,6 +80,15 @@ def read_checked(path, case_id: str | None, checks: CheckSettings = DEFAULT_CHEC
     return loaded
 
 
+def same_grid(first: LoadedNifti, second: LoadedNifti, checks: CheckSettings = DEFAULT_CHECKS) -> bool:
+    """Whether two files lie on the same grid: equal shape, and corners within ``checks.origin_tolerance_mm``."""
+    shape = first.data.shape[:3]
+    return (
+        shape == second.data.shape[:3]
+        and corner_displacement_mm(first.affine, second.affine, shape) <= checks.origin_tolerance_mm
+    )
+
+
 def _spacing_findings(loaded: LoadedNifti) -> list[HeaderFinding]:
     pixdim = np.asarray(loaded.stored["pixdim"][1:4], dtype=np.float64)
     affine = loaded.affine

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import CheckSettings, VerifySettings
-from pipeline.data.header import DEFAULT_CHECKS, corner_displacement_mm, header_findings
+from pipeline.data.header import DEFAULT_CHECKS, header_findings, same_grid
 from pipeline.data.layout import Case, Dataset, load_dataset
 from pipeline.data.nifti import LoadedNifti, check_integer_labels, read_nifti
 from pipeline.errors import DatasetError, InvalidInputError, Problem
@@ -174,11 +174,7 @@ class _CaseChecker:
     def _check_channels(self, images: list[LoadedNifti]) -> None:
         first = images[0]
         for other in images[1:]:
-            shape = first.geometry.shape
-            if (
-                other.geometry.shape != shape
-                or corner_displacement_mm(other.affine, first.affine, shape) > self.checks.origin_tolerance_mm
-            ):
+            if not same_grid(other, first, self.checks):
                 self.add(
                     other.path,
                     "G8",

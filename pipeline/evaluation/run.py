@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import PipelineConfig
-from pipeline.data.header import read_checked
+from pipeline.data.header import read_checked, same_grid
 from pipeline.data.layout import Case, load_dataset
 from pipeline.data.nifti import label_array, squeeze_to_3d
 from pipeline.errors import DatasetError, InvalidInputError, Problem
@@ -39,8 +39,8 @@ from pipeline.evaluation.qc import (
 )
 from pipeline.io_utils import atomic_path, file_digest, text_digest, write_json_atomic
 from pipeline.parallel import run_guarded
-from pipeline.preprocess.reading import same_grid
-from pipeline.qa.calibration import ECE_BINS, apply_temperature, calibration_scores, neighbourhood
+from pipeline.qa.calibration import ECE_BINS, apply_temperature, calibration_scores, neighbourhood, sample_voxels
+from pipeline.qa.outputs import load_probability_box, read_uncertainty_maps
 from pipeline.qa.uncertainty import organ_uncertainty
 from pipeline.tracking.mlflow_run import RunTracker, run_tags
 
@@ -98,7 +98,7 @@ def _score_case(cfg, case: Case, dataset, labels: dict[int, str], details: Path,
         raise InvalidInputError(predicted_file.path, reason, code="G3")
     metrics = case_metrics(prediction, truth, tuple(truth_file.geometry.spacing), labels, cfg.evaluate.surface_tolerance_mm)
     row = {"case": case.case_id, "metrics": metrics, "mean_dice": float(np.mean([m["dice"] for m in metrics.values()]))}
-    entropy_map = _uncertainty_map(cfg, case, predicted_file)
+    entropy_map = read_uncertainty_maps(cfg.infer.out_dir, case.case_id, predicted_file, cfg.checks).get("entropy")
     if entropy_map is not None:
         row["uncertainty"] = organ_uncertainty(entropy_map, prediction, labels)
         row["risk"] = float(np.mean([u["entropy_boundary"] for u in row["uncertainty"].values()]))
@@ -115,30 +115,14 @@ def _score_case(cfg, case: Case, dataset, labels: dict[int, str], details: Path,
     return row
 
 
-def _uncertainty_map(cfg, case: Case, mask) -> np.ndarray | None:
-    """The entropy map ``infer`` wrote beside the mask (checked to lie on it), or ``None``."""
-    path = Path(cfg.infer.out_dir) / "uncertainty" / f"{case.case_id}_entropy.nii.gz"
-    if not path.is_file():
-        return None
-    loaded = read_checked(path, case.case_id, cfg.checks)
-    if not same_grid(loaded, mask, cfg.checks):
-        raise InvalidInputError(path, "entropy map does not lie on its mask's grid", case.case_id, "G3")
-    return np.asarray(loaded.data, dtype=np.float32)
-
-
 def _calibration_sample(cfg, case: Case, prediction, truth, spacing, seed: int):
     """Up to ``SAMPLES_PER_CASE`` voxels of the foreground and its neighbourhood: ((C, n) probabilities, (n,) labels,
     temperature) from the probabilities ``infer`` saved, or ``None``."""
-    path = Path(cfg.infer.out_dir) / "probabilities" / f"{case.case_id}.npz"
-    if not path.is_file():
+    saved = load_probability_box(cfg.infer.out_dir, case.case_id)
+    if saved is None:
         return None
-    with np.load(path) as saved:
-        box = tuple(slice(int(a), int(b)) for a, b in zip(saved["start"], saved["stop"]))
-        probabilities, temperature = saved["probabilities"], float(saved["temperature"])
-    inside = np.zeros(truth.shape, dtype=bool)
-    inside[box] = True
-    where = np.flatnonzero((neighbourhood(truth, prediction, spacing) & inside)[box])
-    chosen = np.sort(np.random.default_rng(seed).choice(where, min(SAMPLES_PER_CASE, where.size), replace=False))
+    probabilities, box, temperature = saved
+    chosen = sample_voxels(neighbourhood(truth, prediction, spacing)[box], SAMPLES_PER_CASE, seed)
     flat = probabilities.reshape(probabilities.shape[0], -1)[:, chosen].astype(np.float32)
     flat /= flat.sum(axis=0, keepdims=True)  # float16 storage: renormalise
     return flat, truth[box].reshape(-1)[chosen].astype(np.int64), temperature

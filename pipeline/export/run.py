@@ -20,12 +20,13 @@ from pipeline.data.header import read_checked
 from pipeline.data.labels import LabelRegistry, label_dtype
 from pipeline.data.layout import load_dataset
 from pipeline.data.nifti import label_array, write_nifti
-from pipeline.errors import DatasetError, InvalidInputError, Problem
+from pipeline.errors import DatasetError, Problem
 from pipeline.export.dicom_seg import write_dicom_seg
 from pipeline.export.itksnap import write_itksnap_labels
 from pipeline.export.slicer import write_color_table, write_seg_nrrd
 from pipeline.io_utils import atomic_dir, refuse_existing, write_json_atomic
 from pipeline.parallel import run_guarded
+from pipeline.qa.outputs import read_uncertainty_maps
 
 COLOR_TABLE = "labels.ctbl"
 ITKSNAP_LABELS = "itksnap_labels.txt"
@@ -77,21 +78,6 @@ def export_case(
     return [folder / n for n in names]
 
 
-def _uncertainty_maps(folder: Path, case_id: str, mask, cfg: PipelineConfig) -> dict[str, np.ndarray]:
-    """The uncertainty maps ``infer`` wrote beside a mask (checked to lie on the mask's grid)."""
-    from pipeline.preprocess.reading import same_grid
-
-    maps = {}
-    for key in ("entropy", "mutual_information"):
-        path = folder / f"{case_id}_{key}.nii.gz"
-        if path.is_file():
-            loaded = read_checked(path, case_id, cfg.checks)
-            if not same_grid(loaded, mask, cfg.checks):
-                raise InvalidInputError(path, "uncertainty map does not lie on its mask's grid", case_id, "G3")
-            maps[key] = np.asarray(loaded.data, dtype=np.float32)
-    return maps
-
-
 def write_label_tables(folder: Path, registry: LabelRegistry, formats: tuple[ExportFormat, ...]) -> list[Path]:
     """Write the Slicer colour table and the ITK-SNAP label file (as requested) into ``folder``."""
     written = []
@@ -124,7 +110,7 @@ def export_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
         def export(case_id=case_id, path=path) -> list[Path]:
             loaded = read_checked(path, case_id, cfg.checks, is_label=True)
             labels = label_array(loaded, dataset.labels.values, case_id)
-            maps = _uncertainty_maps(path.parent / "uncertainty", case_id, loaded, cfg)
+            maps = read_uncertainty_maps(path.parent, case_id, loaded, cfg.checks)
             return export_case(out_dir / case_id, case_id, labels, loaded.affine, dataset.labels, formats, maps=maps)
 
         outcome = run_guarded(case_id, path, export)

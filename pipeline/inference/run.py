@@ -26,19 +26,18 @@ from pipeline.errors import DatasetError, Problem
 from pipeline.export.run import export_case, write_label_tables
 from pipeline.inference.predict import Predictor, ScanPrediction, load_predictor, segment_scan
 from pipeline.inference.sources import Naming, discover_scans, read_scan
-from pipeline.io_utils import atomic_path, refuse_existing, text_digest, write_json_atomic
+from pipeline.io_utils import refuse_existing, text_digest, write_json_atomic
 from pipeline.parallel import run_guarded
 from pipeline.preprocess.geometry import ras_spacing
 from pipeline.preprocess.reading import read_case
 from pipeline.qa.calibration import NEIGHBOURHOOD_MM
+from pipeline.qa.outputs import save_probability_box, write_uncertainty_maps
 from pipeline.tracking.mlflow_run import RunTracker, run_tags
 
 logger = logging.getLogger(__name__)
 
 QA_FILE = "qa.json"
-UNCERTAINTY_DIR = "uncertainty"
-PROBABILITY_DIR = "probabilities"
-BOX_MARGIN_MM = 5.0
+BOX_MARGIN_MM = 5.0  # saved probabilities reach this far past evaluate's calibration neighbourhood
 
 
 def infer_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
@@ -81,9 +80,9 @@ def _infer_case(predictor: Predictor, case, out_dir: Path, cfg: PipelineConfig) 
         predictor, image, affine, case.images[0], case.case_id, cfg.infer.force, cfg.infer.uncertainty, probabilities=True
     )
     write_nifti(out_dir / f"{case.case_id}.nii.gz", result.label, affine, result.label.dtype)
-    for name, values in uncertainty_maps(result).items():
-        write_nifti(out_dir / UNCERTAINTY_DIR / f"{case.case_id}_{name}.nii.gz", values, affine, np.float32)
-    save_probability_box(out_dir / PROBABILITY_DIR / f"{case.case_id}.npz", result, ras_spacing(affine), predictor.temperature)
+    write_uncertainty_maps(out_dir, case.case_id, uncertainty_maps(result), affine)
+    save_probability_box(out_dir, case.case_id, result.probabilities, result.label, ras_spacing(affine),
+                         NEIGHBOURHOOD_MM + BOX_MARGIN_MM, predictor.temperature)  # fmt: skip
     return result
 
 
@@ -91,27 +90,6 @@ def uncertainty_maps(result: ScanPrediction) -> dict[str, np.ndarray]:
     """The float maps written beside a mask: ``entropy`` and ``mutual_information`` (when computed)."""
     maps = {"entropy": result.entropy, "mutual_information": result.mutual_information}
     return {name: values for name, values in maps.items() if values is not None}
-
-
-def save_probability_box(path: Path, result: ScanPrediction, spacing, temperature: float) -> None:
-    """The ensemble probabilities (before the temperature) in the box of the predicted foreground plus a margin, float16.
-
-    ``evaluate`` measures calibration there (the foreground and its neighbourhood); saving the box, not the volume,
-    keeps a CT-sized scan's file small.
-    """
-    foreground = np.argwhere(result.label > 0)
-    margin = np.ceil((NEIGHBOURHOOD_MM + BOX_MARGIN_MM) / np.asarray(spacing, dtype=float)).astype(int)
-    if foreground.size:
-        start = np.maximum(foreground.min(axis=0) - margin, 0)
-        stop = np.minimum(foreground.max(axis=0) + margin + 1, result.label.shape)
-    else:
-        start = stop = np.zeros(3, dtype=int)
-    box = tuple(slice(a, b) for a, b in zip(start, stop))
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(
-            fh, probabilities=result.probabilities[(slice(None), *box)].astype(np.float16), start=start, stop=stop,
-            temperature=np.float64(temperature),
-        )  # fmt: skip
 
 
 def refused_qa(problem: Problem) -> dict:

@@ -9,19 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.config import CheckSettings
-from pipeline.data.header import DEFAULT_CHECKS, corner_displacement_mm, read_checked
+from pipeline.data.header import DEFAULT_CHECKS, read_checked, same_grid
 from pipeline.data.layout import Case
 from pipeline.data.nifti import LoadedNifti, label_array, squeeze_to_3d
 from pipeline.errors import InvalidInputError
-
-
-def same_grid(first: LoadedNifti, second: LoadedNifti, checks: CheckSettings = DEFAULT_CHECKS) -> bool:
-    """Whether two files lie on the same grid: equal shape, and corners within ``checks.origin_tolerance_mm``."""
-    shape = first.data.shape[:3]
-    return (
-        shape == second.data.shape[:3]
-        and corner_displacement_mm(first.affine, second.affine, shape) <= checks.origin_tolerance_mm
-    )
 
 
 def read_case(

@@ -76,6 +76,12 @@ def neighbourhood(truth: np.ndarray, prediction: np.ndarray, spacing, margin_mm:
     return ndimage.binary_dilation(foreground, structure=ball) if foreground.any() else foreground
 
 
+def sample_voxels(mask: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Sorted flat indices of at most ``limit`` voxels of ``mask``, drawn without replacement by ``seed``."""
+    where = np.flatnonzero(mask)
+    return np.sort(np.random.default_rng(seed).choice(where, min(limit, where.size), replace=False))
+
+
 def calibration_scores(probabilities: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:
     """ECE, Brier and NLL of (C, N) probabilities before and after ``temperature``."""
     scaled = apply_temperature(probabilities, temperature)
