@@ -226,6 +226,46 @@ class SwinSettings(NaturalImageSettings):
     divisor: ClassVar[int] = 32
 
 
+class MaskRCNNSettings(NaturalImageSettings):
+    """Mask R-CNN (He et al., 2017): ResNet + FPN (P2-P6), RPN, RoIAlign, box and mask heads; paper settings."""
+
+    name: Literal["mask_rcnn"] = "mask_rcnn"
+    depth: Literal[18, 34, 50, 101, 152] = 50
+    width: int = Field(64, ge=1, description="ResNet's first-stage width")
+    fpn_channels: int = Field(256, ge=1)
+    anchor_sizes: tuple[int, ...] = Field((32, 64, 128, 256, 512), description="one anchor size per level, P2-P6")
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_batch_per_image: int = Field(256, ge=1, description="anchors sampled per image for the RPN loss")
+    rpn_positive_fraction: float = Field(0.5, gt=0, le=1)
+    rpn_iou: tuple[float, float] = Field((0.3, 0.7), description="(background below, foreground from)")
+    rpn_nms: float = Field(0.7, gt=0, le=1)
+    rpn_pre_nms: tuple[int, int] = Field((2000, 1000), description="top proposals per level before NMS (train, test)")
+    rpn_post_nms: tuple[int, int] = Field((2000, 1000), description="proposals per image after NMS (train, test)")
+    roi_batch_per_image: int = Field(512, ge=1, description="RoIs sampled per image for the box and mask losses")
+    roi_positive_fraction: float = Field(0.25, gt=0, le=1)
+    roi_iou: float = Field(0.5, gt=0, le=1, description="a RoI is foreground from this IoU with a ground-truth box")
+    box_pool: int = Field(7, ge=1, description="RoIAlign output for the box head")
+    box_head_width: int = Field(1024, ge=1, description="the box head's two fully connected layers")
+    mask_pool: int = Field(14, ge=1, description="RoIAlign output for the mask head (masks come out at twice this)")
+    mask_head_channels: int = Field(256, ge=1)
+    mask_head_convs: int = Field(4, ge=1)
+    sampling_ratio: int = Field(2, ge=1)
+    aligned: bool = Field(True, description="RoIAlign's half-pixel correction")
+    score_threshold: float = Field(0.05, ge=0, le=1)
+    box_nms: float = Field(0.5, gt=0, le=1, description="per-class NMS of the final detections")
+    detections_per_image: int = Field(100, ge=1)
+    mask_threshold: float = Field(0.5, gt=0, lt=1)
+    divisor: ClassVar[int] = 32
+
+    @model_validator(mode="after")
+    def _check(self) -> MaskRCNNSettings:
+        if len(self.anchor_sizes) != 5:
+            raise ValueError(f"anchor_sizes needs one size per FPN level P2-P6 (5), got {list(self.anchor_sizes)}")
+        if not self.rpn_iou[0] <= self.rpn_iou[1]:
+            raise ValueError(f"rpn_iou (background below, foreground from) must be ordered, got {list(self.rpn_iou)}")
+        return self
+
+
 ModelSettings = Annotated[
     Union[  # noqa: UP007
         UNet2dSettings,
@@ -238,6 +278,7 @@ ModelSettings = Annotated[
         DeepLabSettings,
         SETRSettings,
         SwinSettings,
+        MaskRCNNSettings,
     ],
     Field(discriminator="name"),
 ]

@@ -181,3 +181,10 @@ def _swin(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
         settings.window_size,
         settings.decoder_channels,
     )
+
+
+@register("mask_rcnn")
+def _mask_rcnn(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
+    from pipeline.models.natural.detection.mask_rcnn import MaskRCNN
+
+    return MaskRCNN(settings, in_channels, num_classes)

@@ -90,7 +90,7 @@ class DilatedResNet(nn.Module):
         )
         strides = {8: (1, 2, 1, 1), 16: (1, 2, 2, 1), 32: (1, 2, 2, 2)}[output_stride]
         dilations = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}[output_stride]
-        stages, channels = [], width
+        stages, channels, self.stage_channels = [], width, []
         for index, count in enumerate(LAYERS[depth]):
             stage_width = width * 2**index
             blocks = []
@@ -98,9 +98,17 @@ class DilatedResNet(nn.Module):
                 blocks.append(block(channels, stage_width, strides[index] if i == 0 else 1, dilations[index]))
                 channels = stage_width * block.expansion
             stages.append(nn.Sequential(*blocks))
+            self.stage_channels.append(channels)
         self.stages = nn.ModuleList(stages)
         self.low_channels = width * block.expansion
         self.out_channels = channels
+
+    def stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output, finest first (C2-C5 of the FPN paper: strides 4, 8, 16, 32 at output_stride 32)."""
+        features = [self.stages[0](self.stem(x))]
+        for stage in self.stages[1:]:
+            features.append(stage(features[-1]))
+        return features
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.stem(x)
