@@ -1,6 +1,7 @@
 """Pascal VOC layout: ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette PNG of class indices, 255 =
-void), ``ImageSets/Segmentation/{train,val}.txt``; optional ``classes.txt`` (one name per line, background first),
-otherwise VOC's 21 classes. Used for real VOC folders and for the generated scenes alike.
+void), optional ``SegmentationObject/<id>.png`` (instance ids 1..N, 255 = void), ``ImageSets/Segmentation/{train,val}.txt``;
+optional ``classes.txt`` (one name per line, background first), otherwise VOC's 21 classes. Used for real VOC folders
+and for the generated scenes alike.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class VocDataset:
 
     def label_path(self, image_id: str) -> Path:
         return self.root / "SegmentationClass" / f"{image_id}.png"
+
+    def instance_path(self, image_id: str) -> Path:
+        return self.root / "SegmentationObject" / f"{image_id}.png"
 
 
 def read_voc(root: Path) -> VocDataset:
@@ -84,20 +88,43 @@ def load_voc_pair(dataset: VocDataset, image_id: str, void_label: int = 255) -> 
 
     try:
         image = np.asarray(Image.open(dataset.image_path(image_id)).convert("RGB"))
-        label_image = Image.open(dataset.label_path(image_id))
     except (OSError, UnidentifiedImageError) as exc:
-        raise InvalidInputError(dataset.image_path(image_id), f"unreadable image or label ({exc})", image_id, "F2") from None
-    if label_image.mode not in ("P", "L"):
-        reason = f"label PNG has mode {label_image.mode}; VOC labels are palette (P) or grey (L) images of class indices"
-        raise InvalidInputError(dataset.label_path(image_id), reason, image_id, "V3")
-    label = np.asarray(label_image)
-    if label.shape != image.shape[:2]:
-        raise InvalidInputError(
-            dataset.label_path(image_id), f"label size {label.shape} differs from image {image.shape[:2]}", image_id, "G1"
-        )
+        raise InvalidInputError(dataset.image_path(image_id), f"unreadable image ({exc})", image_id, "F2") from None
+    label = _index_png(dataset.label_path(image_id), image_id, image.shape[:2], "label")
     bad = sorted(set(np.unique(label).tolist()) - set(range(len(dataset.classes))) - {void_label})
     if bad:
         raise InvalidInputError(
             dataset.label_path(image_id), f"class values {bad} beyond the {len(dataset.classes)} classes", image_id, "V4"
         )
     return image, label
+
+
+def load_voc_instances(dataset: VocDataset, image_id: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """The instance ids (H, W) uint8 of ``SegmentationObject/<id>.png`` (0 = none, 255 = void), or ``None`` when the
+    folder has no instance mask for this image.
+
+    Raises:
+        InvalidInputError: unreadable, RGB or differently sized instance PNG.
+    """
+    path = dataset.instance_path(image_id)
+    return _index_png(path, image_id, shape, "instance") if path.is_file() else None
+
+
+def _index_png(path: Path, image_id: str, shape: tuple[int, int], kind: str) -> np.ndarray:
+    """A palette or grey PNG of indices (``kind``: "label" = class indices, "instance" = instance ids), checked
+    against the image's size: the one reader of VOC's index PNGs."""
+    what = "class indices" if kind == "label" else "instance ids"
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        png = Image.open(path)
+        png.load()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InvalidInputError(path, f"unreadable {kind} PNG ({exc})", image_id, "F2") from None
+    if png.mode not in ("P", "L"):
+        reason = f"{kind} PNG has mode {png.mode}; VOC {kind}s are palette (P) or grey (L) images of {what}"
+        raise InvalidInputError(path, reason, image_id, "V3")
+    array = np.asarray(png)
+    if array.shape != tuple(shape):
+        raise InvalidInputError(path, f"{kind} size {array.shape} differs from image {tuple(shape)}", image_id, "G1")
+    return array

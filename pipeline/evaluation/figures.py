@@ -77,13 +77,63 @@ def save_natural_overlay(
     plt.close(fig)
 
 
+def save_instance_overlay(
+    path: Path,
+    image: np.ndarray,
+    truth: list[tuple[np.ndarray, int]],
+    prediction: list[tuple[np.ndarray, int, float]],
+    registry: LabelRegistry,
+    title: str,
+) -> None:
+    """Two panels of a photograph with instance outlines: ground truth and prediction, each outline in its class's
+    colour and labelled with the class name (and the score for predictions).
+
+    ``image`` is (3, x, y); ``truth`` holds (mask (x, y), class); ``prediction`` (mask (x, y), class, score).
+    """
+    from scipy import ndimage
+
+    rgb = np.moveaxis(image, 0, -1).swapaxes(0, 1).astype(np.float32)
+    low, high = rgb.min(axis=(0, 1)), rgb.max(axis=(0, 1))
+    rgb = (rgb - low) / np.maximum(high - low, 1e-6)
+    colours = {item.value: tuple(c / 255 for c in item.color) for item in registry.foreground()}
+    names = {item.value: item.name for item in registry.foreground()}
+    plt, fig = new_figure(9, 4.8)
+    panels = (("ground truth", [(m, c, None) for m, c in truth]), ("prediction", prediction))
+    for index, (name, instances) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, index + 1)
+        shown = rgb.copy()
+        for mask, label, score in instances:
+            mask = mask.T.astype(bool)  # (y, x) as photographs are shown
+            outline = mask & ~ndimage.binary_erosion(mask)
+            shown[outline] = colours.get(label, (1.0, 1.0, 1.0))
+            rows, cols = np.nonzero(mask)
+            if len(rows):
+                text = names.get(label, str(label)) + ("" if score is None else f" {score:.2f}")
+                ax.text(cols.min(), rows.min(), text, fontsize=7, color="white", va="bottom",
+                        bbox={"facecolor": colours.get(label, (0, 0, 0)), "alpha": 0.7, "pad": 1, "linewidth": 0})  # fmt: skip
+        ax.imshow(shown)
+        ax.set_title(f"{name} ({len(instances)} instances)")
+        ax.axis("off")
+    fig.suptitle(title)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _is_score(key: str, score: str) -> bool:
+    if score == "dice":
+        return key.startswith("val_dice_")
+    return key.removeprefix("val_").split("_")[0] in ("box", "mask") and "_ap" in key
+
+
 def radiological(slice_xy: np.ndarray) -> np.ndarray:
     """(x, y[, rgba]) RAS slice -> rows anterior..posterior, columns patient right..left (screen left = patient right)."""
     return np.flip(np.swapaxes(slice_xy, 0, 1), axis=(0, 1))
 
 
-def save_training_curves(path: Path, history: list[dict]) -> None:
-    """Write a PNG with the training loss and validation Dice (mean and per class) per epoch."""
+def save_training_curves(path: Path, history: list[dict], score: str = "dice") -> None:
+    """Write a PNG with the training loss and the validation scores ``val_<score>_*`` per epoch (Dice per class and
+    mean by default; ``score="ap"`` gives Mask R-CNN's box and mask AP)."""
     plt, fig = new_figure(10, 4)
     epochs = [h["epoch"] for h in history]
     ax = fig.add_subplot(1, 2, 1)
@@ -91,11 +141,12 @@ def save_training_curves(path: Path, history: list[dict]) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
     ax = fig.add_subplot(1, 2, 2)
-    validated = [h for h in history if "val_dice_mean" in h]
-    for key in sorted({k for h in validated for k in h if k.startswith("val_dice_")}):
-        ax.plot([h["epoch"] for h in validated], [h[key] for h in validated], marker=".", label=key.removeprefix("val_dice_"))
+    keys = sorted({k for h in history for k in h if k.startswith("val_") and _is_score(k, score)})
+    validated = [h for h in history if keys and keys[0] in h]
+    for key in keys:
+        ax.plot([h["epoch"] for h in validated], [h[key] for h in validated], marker=".", label=key.removeprefix("val_"))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation Dice")
+    ax.set_ylabel("validation Dice" if score == "dice" else "validation AP")
     ax.set_ylim(0, 1)
     if validated:
         ax.legend()

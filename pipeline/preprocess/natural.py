@@ -3,8 +3,10 @@
 Images become float32 arrays (3, W, H, 1): RGB scaled to [0, 1] and standardised per channel with
 ``natural.mean`` / ``natural.std``, indexed (x = column, y = row, z = one slice) like the medical
 arrays, so the engine's 2D path trains on them unchanged. Labels become uint8 (W, H, 1) with
-VOC's void value mapped to background. VOC ``train`` is the training split (the engine holds out
-``train.val_cases`` of it for validation); VOC ``val`` becomes the ``test`` split scored after training.
+VOC's void value mapped to background; where the folder has ``SegmentationObject/`` PNGs, the instance
+ids are written the same way (``instances.npy``, void mapped to 0) for instance models (Mask R-CNN).
+VOC ``train`` is the training split (the engine holds out ``train.val_cases`` of it for validation);
+VOC ``val`` becomes the ``test`` split scored after training.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import PipelineConfig
-from pipeline.data.voc import load_voc_pair, read_voc
+from pipeline.data.voc import load_voc_instances, load_voc_pair, read_voc
 from pipeline.errors import DatasetError, InvalidInputError, Problem
 from pipeline.io_utils import file_digest, save_npy_atomic, text_digest, write_json_atomic
 
@@ -67,6 +69,11 @@ def _prepare_image(dataset, image_id: str, split: str, settings, case_dir: Path,
     label = np.where(label == settings.void_label, 0, label).astype(np.uint8)
     save_npy_atomic(case_dir / "label.npy", np.ascontiguousarray(label.T[..., None]))  # (W, H, 1)
     sources = [dataset.image_path(image_id), dataset.label_path(image_id)]
+    instances = load_voc_instances(dataset, image_id, label.shape)
+    if instances is not None:
+        instances = np.where(instances == settings.void_label, 0, instances).astype(np.uint8)
+        save_npy_atomic(case_dir / "instances.npy", np.ascontiguousarray(instances.T[..., None]))  # (W, H, 1)
+        sources.append(dataset.instance_path(image_id))
     record = {
         "case_id": image_id,
         "split": split,
@@ -74,10 +81,13 @@ def _prepare_image(dataset, image_id: str, split: str, settings, case_dir: Path,
         "config_digest": digest,
     }
     write_json_atomic(case_dir / "record.json", record)
-    return {
+    entry = {
         "case_id": image_id,
         "split": "train" if split == "train" else "test",
         "image": f"cases/{image_id}/image.npy",
         "label": f"cases/{image_id}/label.npy",
         "record": f"cases/{image_id}/record.json",
     }
+    if instances is not None:
+        entry["instances"] = f"cases/{image_id}/instances.npy"
+    return entry

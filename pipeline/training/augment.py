@@ -22,11 +22,15 @@ def build_augmentation(
 ) -> Callable[[dict, int], dict] | None:
     """Return ``augment(sample, seed) -> sample`` or ``None`` when every probability is zero.
 
-    ``with_label=False`` augments images alone (autoencoder pretraining).
+    ``with_label=False`` augments images alone (autoencoder pretraining). With labels, an ``instances`` map (instance
+    ids, Mask R-CNN) moves with the image and labels where a sample has one, so boxes and masks derived from it
+    after augmentation move together.
     """
     from monai import transforms as mt
 
-    keys, modes = (["image", "label"], ("bilinear", "nearest")) if with_label else (["image"], ("bilinear",))
+    keys, modes = (
+        (["image", "label", "instances"], ("bilinear", "nearest", "nearest")) if with_label else (["image"], ("bilinear",))
+    )
     chain = []
     rotate = math.radians(settings.rotate_degrees)
     scale = (settings.scale_range[0] - 1.0, settings.scale_range[1] - 1.0)
@@ -40,6 +44,7 @@ def build_augmentation(
                 scale_range=[scale] * spatial_dims,
                 mode=modes,
                 padding_mode="zeros",
+                allow_missing_keys=True,
             )
         )
     if settings.elastic_prob > 0:
@@ -54,12 +59,13 @@ def build_augmentation(
                 magnitude_range=settings.elastic_magnitude,
                 mode=modes,
                 padding_mode="zeros",
+                allow_missing_keys=True,
                 **kwargs,
             )
         )
     for axis in settings.flip_axes:
         if axis < spatial_dims:
-            chain.append(mt.RandFlipd(keys, prob=settings.flip_prob, spatial_axis=axis))
+            chain.append(mt.RandFlipd(keys, prob=settings.flip_prob, spatial_axis=axis, allow_missing_keys=True))
     if settings.gamma_prob > 0:
         chain.append(mt.RandAdjustContrastd("image", prob=settings.gamma_prob, gamma=settings.gamma_range, retain_stats=True))
     if settings.noise_prob > 0 and settings.noise_std > 0:
@@ -73,8 +79,9 @@ def build_augmentation(
         out = compose(sample)
         plain = {key: _plain(value) for key, value in out.items()}
         plain["image"] = plain["image"].float()
-        if "label" in plain:
-            plain["label"] = plain["label"].round().long()
+        for key in ("label", "instances"):  # resampled by nearest neighbour: back to integers
+            if key in plain:
+                plain[key] = plain[key].round().long()
         return plain
 
     return augment

@@ -25,12 +25,13 @@ from pipeline.errors import InvalidInputError
 
 @dataclass
 class CaseArrays:
-    """One preprocessed case: image (C, x, y, z) float32, label (x, y, z) uint8 or None."""
+    """One preprocessed case: image (C, x, y, z) float32, label (x, y, z) uint8 or None, instance ids alike or None."""
 
     case_id: str
     image: np.ndarray
     label: np.ndarray | None
     foreground: dict[int, np.ndarray]  # class value -> (N, 3) voxel indices
+    instances: np.ndarray | None = None  # natural track, where the VOC folder has SegmentationObject/
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,10 @@ def load_case(manifest: Manifest, entry: dict, mmap: bool = False) -> CaseArrays
             idx = np.argwhere(np.asarray(label) == value).astype(np.int32)
             if len(idx):
                 foreground[value] = idx
-    return CaseArrays(entry["case_id"], image, label, foreground)
+    instances = (
+        np.load(manifest.root / entry["instances"], mmap_mode=mode, allow_pickle=False) if entry.get("instances") else None
+    )
+    return CaseArrays(entry["case_id"], image, label, foreground, instances)
 
 
 def crop_with_padding(array: np.ndarray, start: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
@@ -171,10 +175,12 @@ class PatchDataset(TorchDataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         case = self.cases[rng.integers(len(self.cases))]
         centre = self._centre(case, rng)
-        image, label = self._extract(case, centre)
+        image, label = self._extract(case, centre, case.label)
         sample = {"image": torch.from_numpy(np.ascontiguousarray(image))}
         if label is not None:
             sample["label"] = torch.from_numpy(label[None].astype(np.int64))
+        if case.instances is not None:  # cropped exactly like the label (and augmented with it)
+            sample["instances"] = torch.from_numpy(self._extract(case, centre, case.instances)[1][None].astype(np.int64))
         if self.transform is not None:
             sample = self.transform(sample, int(rng.integers(2**31)))
         if self.weight_map is not None:
@@ -188,14 +194,15 @@ class PatchDataset(TorchDataset):
             return voxels[rng.integers(len(voxels))].astype(np.int64)
         return np.array([rng.integers(n) for n in case.image.shape[1:]], dtype=np.int64)
 
-    def _extract(self, case: CaseArrays, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _extract(self, case: CaseArrays, centre: np.ndarray, label: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The image patch and the same patch of ``label`` (the class labels or the instance ids)."""
         if len(self.patch_size) == 3:
             start = centre - np.asarray(self.patch_size) // 2
-            label = None if case.label is None else crop_with_padding(case.label, start, self.patch_size)
+            label = None if label is None else crop_with_padding(label, start, self.patch_size)
             return crop_with_padding(case.image, start, self.patch_size), label
         size = (*self.patch_size, 2 * self.context + 1)
         start = np.array([centre[0] - size[0] // 2, centre[1] - size[1] // 2, centre[2] - self.context])
         slab = crop_with_padding(case.image, start, size)  # (C, x, y, 2k+1)
         image = np.moveaxis(slab, -1, 1).reshape(-1, *self.patch_size)  # channels: modality-major, then slice
-        label = None if case.label is None else crop_with_padding(case.label[:, :, centre[2]], start[:2], self.patch_size)
+        label = None if label is None else crop_with_padding(label[:, :, centre[2]], start[:2], self.patch_size)
         return image, label

@@ -11,7 +11,12 @@ import torch
 import yaml
 
 from pipeline.data.labels import LabelRegistry
-from pipeline.evaluation.figures import save_natural_overlay, save_overlay, save_reconstruction_grid, save_training_curves
+from pipeline.evaluation.figures import (
+    save_natural_overlay,
+    save_overlay,
+    save_reconstruction_grid,
+    save_training_curves,
+)
 from pipeline.inference.onnx_backend import ONNX_FILE, export_onnx
 from pipeline.io_utils import atomic_path, write_json_atomic
 from pipeline.modelcard import ModelCard, PlannedConfiguration, TrainingEnvelope, write_model_card
@@ -139,7 +144,7 @@ def model_card(run: TrainingRun, best_epoch: int, metrics: dict, **extra) -> Mod
         preprocess_config_digest=run.manifest.config_digest,
         data_fingerprint=run.data_fingerprint,
         best_epoch=best_epoch,
-        metrics={k: v for k, v in metrics.items() if any(m in k for m in ("dice", "miou", "pixel_accuracy", "mse"))},
+        metrics={k: v for k, v in metrics.items() if any(m in k for m in ("dice", "miou", "pixel_accuracy", "mse", "_ap"))},
         versions={"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version()},
         git_commit=git_commit(),
         **extra,

@@ -121,5 +121,12 @@ def refine_with_crf(run: TrainingRun, image: np.ndarray, probabilities: torch.Te
 
 
 def task_for(model_name: str) -> Task:
-    """The task a model is trained for: reconstruction for ``autoencoder``, segmentation otherwise."""
-    return ReconstructionTask() if model_name == "autoencoder" else SegmentationTask()
+    """The task a model is trained for: reconstruction for ``autoencoder``, instances for ``mask_rcnn``,
+    segmentation otherwise."""
+    if model_name == "autoencoder":
+        return ReconstructionTask()
+    if model_name == "mask_rcnn":
+        from pipeline.training.detection import DetectionTask  # only Mask R-CNN needs pycocotools and instance code
+
+        return DetectionTask()
+    return SegmentationTask()

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pipeline.config import PipelineConfig, ScenesSettings
@@ -96,3 +97,29 @@ def test_prepare_natural_writes_standardised_arrays_and_a_manifest(tmp_path):
     expected = (jpeg[0, 0, 0] / 255 - 0.485) / 0.229
     assert image[0, 0, 0, 0] == pytest.approx(expected, abs=1e-5)
     assert label[5, 5, 0] == 15 and label[5, 4, 0] == 0  # (x=5, y=5) person; the void border became background
+
+
+def test_instances_are_read_checked_and_prepared_with_the_labels(tmp_path):
+    from pipeline.data.instances import instances_from_maps
+    from pipeline.data.voc import load_voc_instances
+
+    root = _scenes(tmp_path / "scenes")
+    cfg = PipelineConfig(natural={"root": root, "out_dir": tmp_path / "prepared"})
+    manifest = json.loads(prepare_natural(cfg).read_text())
+    entry = manifest["cases"][0]
+    ids = np.load(tmp_path / "prepared" / entry["instances"])
+    label = np.load(tmp_path / "prepared" / entry["label"])
+    png = np.asarray(Image.open(root / "SegmentationObject" / f"{entry['case_id']}.png"))
+    assert ids.shape == label.shape == (64, 64, 1) and np.array_equal(ids[:, :, 0], png.T)  # (x, y, 1) like the labels
+    found = instances_from_maps(
+        torch.from_numpy(ids[:, :, 0].astype(np.int64)), torch.from_numpy(label[:, :, 0].astype(np.int64))
+    )
+    assert len(found) == len(set(np.unique(png).tolist()) - {0})
+    for mask, cls in zip(found.masks, found.labels):
+        assert set(np.unique(label[:, :, 0][mask.numpy()]).tolist()) == {int(cls)}
+    voc = read_voc(_tiny_voc(tmp_path / "VOC"))
+    assert load_voc_instances(voc, "2007_000001", (20, 30)) is None  # no SegmentationObject/: semantic models only
+    (voc.root / "SegmentationObject").mkdir()
+    Image.fromarray(np.zeros((20, 31), np.uint8), mode="L").save(voc.instance_path("2007_000001"))
+    with pytest.raises(InvalidInputError, match=r"2007_000001.*\[G1\] instance size \(20, 31\) differs from image"):
+        load_voc_instances(voc, "2007_000001", (20, 30))

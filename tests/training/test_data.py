@@ -84,3 +84,24 @@ def test_split_is_seeded_disjoint_and_needs_enough_cases(tiny_preprocessed):
 def test_missing_manifest_names_the_file(tmp_path):
     with pytest.raises(InvalidInputError, match="dataset.json.*segpipe preprocess"):
         read_manifest(tmp_path)
+
+
+def test_instance_ids_are_cropped_and_augmented_with_the_labels():
+    """Mask R-CNN's targets come from the instance map after augmentation: it must move exactly as the class map."""
+    rng = np.random.default_rng(0)
+    label = np.zeros((48, 40, 1), np.uint8)
+    ids = np.zeros_like(label)
+    label[5:20, 8:30], ids[5:20, 8:30] = 2, 1
+    label[25:45, 4:18], ids[25:45, 4:18] = 3, 2
+    label[30:40, 25:38], ids[30:40, 25:38] = 3, 3  # two instances of one class
+    image = rng.normal(size=(3, 48, 40, 1)).astype(np.float32)
+    case = CaseArrays("c", image, label, {2: np.argwhere(label == 2)}, ids)
+    augment = build_augmentation(AugmentSettings(affine_prob=1.0, rotate_degrees=30, flip_axes=[0, 1], flip_prob=0.5), 2)
+    dataset = PatchDataset([case], (32, 32), 0, 0.5, 12, seed=4, transform=augment)
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        classes, instances = sample["label"][0], sample["instances"][0]
+        assert instances.dtype == torch.int64 and instances.shape == classes.shape == (32, 32)
+        assert torch.equal(classes > 0, instances > 0)  # same pixels moved: resampled by the same nearest-neighbour map
+        for instance, expected in ((1, 2), (2, 3), (3, 3)):
+            assert set(classes[instances == instance].tolist()) <= {expected}
