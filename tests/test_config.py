@@ -75,13 +75,17 @@ def test_a_config_extends_one_base_file_and_overrides_it(tmp_path):
         load_config([tmp_path / "arch.yaml"])
 
 
-def test_the_15_natural_configs_share_one_base_and_differ_only_in_model_and_folders():
+def test_the_16_natural_configs_share_one_base_and_differ_only_in_model_and_folders():
     from pipeline.config import load_config, with_base_config
 
     configs = {p.stem: load_config(with_base_config([p])) for p in sorted((REPO_ROOT / "configs" / "natural").glob("*.yaml"))
                if p.name != "base.yaml"}  # fmt: skip
-    assert len(configs) == 15
-    shared = {name: c.model_dump(mode="json", exclude={"model": True, "train": {"out_dir", "checkpoint_dir", "reports_dir"}})
-              for name, c in configs.items()}  # fmt: skip
-    assert all(value == shared["fcn8s"] for value in shared.values())
+    assert len(configs) == 16
+    own = {"out_dir", "checkpoint_dir", "reports_dir"}
+    shared = {name: c.model_dump(mode="json", exclude={"model": True, "train": own}) for name, c in configs.items()}
+    assert all(value == shared["fcn8s"] for name, value in shared.items() if name != "mask_rcnn")
+    # Mask R-CNN also sets the paper's batch (2 images) and weight decay (1e-4); nothing else
+    paper = {"model": True, "train": own | {"batch_size", "weight_decay"}}
+    assert configs["mask_rcnn"].model_dump(mode="json", exclude=paper) == configs["fcn8s"].model_dump(mode="json", exclude=paper)
+    assert (configs["mask_rcnn"].train.batch_size, configs["mask_rcnn"].train.weight_decay) == (2, 1e-4)
     assert all(c.model.name == name and c.train.out_dir.name == name for name, c in configs.items())
