@@ -7,6 +7,8 @@ Reading is bounded (row F7): gzip is decompressed as a stream that stops at the 
 declares plus :data:`TRAILING_SLACK_BYTES`, and a header declaring more than ``max_decoded_bytes``
 is refused before any large allocation. A "gzip bomb" (a small file that inflates far past its
 header's size) therefore costs no more memory than an honest file of the declared shape.
+Inflating uses ISA-L (``isal.igzip``, a drop-in for Python's ``gzip``: the same bytes, about twice
+as fast on CT-sized files) and falls back to ``gzip`` where ``isal`` is not installed.
 Peak memory of a read is at most about 2x the decoded voxel data (the bytes plus the array;
 a scaled or float file adds one float copy: about 3x), checked by a test with ``tracemalloc``.
 """
@@ -24,9 +26,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from pipeline.data.labels import MAX_LABEL_ID, label_dtype
+from pipeline.data.labels import MAX_LABEL_ID, label_dtype, present_values
 from pipeline.errors import InvalidInputError
 from pipeline.io_utils import atomic_path
+
+try:  # ISA-L inflate: byte-identical to zlib's, faster; its corrupt-stream error is its own type
+    from isal import igzip as gzip_reader
+    from isal.igzip_lib import IsalError as InflateError
+except ImportError:  # pragma: no cover - isal is a dependency; zlib still reads every file
+    gzip_reader, InflateError = gzip, zlib.error
 
 GZIP_MAGIC = b"\x1f\x8b"
 TRAILING_SLACK_BYTES = 1 << 16  # extensions and padding past the declared data are allowed up to this much
@@ -177,9 +185,9 @@ def _read_plain_bounded(fh, path: Path, case: str | None, limit: int) -> tuple[b
 def _inflate_bounded(fh, path: Path, case: str | None, limit: int) -> tuple[bytes, int, bool]:
     """Inflate a (possibly multi-member) gzip stream only up to the declared size + slack."""
     try:
-        with gzip.GzipFile(fileobj=fh) as stream:
+        with gzip_reader.GzipFile(fileobj=fh) as stream:
             return (*_read_declared(stream, path, case, limit), True)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+    except (EOFError, gzip.BadGzipFile, zlib.error, InflateError) as exc:
         size = path.stat().st_size
         raise InvalidInputError(path, f"truncated or corrupt gzip stream ({size} bytes on disk): {exc}", case, "F1") from None
 
@@ -320,7 +328,7 @@ def label_array(loaded: LoadedNifti, declared: set[int], case: str | None = None
     """
     data = squeeze_to_3d(loaded, case)
     check_integer_labels(loaded, case)
-    found = {int(v) for v in np.unique(data)}
+    found = set(present_values(data))
     if max(declared | found, default=0) > MAX_LABEL_ID or min(found, default=0) < 0:
         raise InvalidInputError(
             loaded.path, f"label values {sorted(found)[:3]}...{sorted(found)[-3:]} outside 0..{MAX_LABEL_ID}", case, "V4"

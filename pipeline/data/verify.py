@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.config import CheckSettings, VerifySettings
 from pipeline.data.header import DEFAULT_CHECKS, header_findings, same_grid
+from pipeline.data.labels import present_values
 from pipeline.data.layout import Case, Dataset, load_dataset
 from pipeline.data.nifti import LoadedNifti, check_integer_labels, read_nifti
 from pipeline.errors import DatasetError, InvalidInputError, Problem
@@ -235,7 +236,7 @@ class _CaseChecker:
                 f"label stored as {label.data.dtype} with exact integer values; converted",
                 "warning",
             )
-        return [int(v) for v in np.unique(label.data)]
+        return present_values(label.data)
 
 
 def _fmt(values: np.ndarray) -> str:

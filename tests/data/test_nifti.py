@@ -41,6 +41,21 @@ def test_truncated_file_is_reported_with_its_path(tmp_path, compressed):
     assert "truncated" in str(err.value)
 
 
+def test_corrupt_deflate_data_is_an_f1_error_and_isal_reads_what_zlib_reads(tmp_path):
+    from pipeline.data import nifti
+
+    volume = make_volume((40, 40, 20))
+    path = save(tmp_path / "scan.nii.gz", volume)
+    raw = path.read_bytes()
+    assert nifti.gzip_reader.__name__ == "isal.igzip"  # the fast inflate is in use (isal is a dependency)
+    np.testing.assert_array_equal(read_nifti(path).data, np.asanyarray(nib.load(path).dataobj))  # nibabel: zlib
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(raw[:200] + bytes(b ^ 0xFF for b in raw[200:400]) + raw[400:])
+    with pytest.raises(InvalidInputError) as err:
+        read_nifti(corrupt, case="c2")
+    assert err.value.code == "F1" and str(corrupt) in str(err.value) and "corrupt gzip stream" in str(err.value)
+
+
 @pytest.mark.parametrize(
     "content, expected",
     [(b"", "empty file"), (b"\x00" * 400, "not a NIfTI file"), (gzip.compress(b"hello world" * 50), "not a NIfTI file")],
