@@ -2,13 +2,13 @@
 
 The scan is a phantom rendered at 512 x 512 x 300 (0.7 x 0.7 x 0.8 mm, LPS), written as int16 NIfTI.
 Each measurement runs in its own process so its peak RSS is its own:
-* ``full``: read the NIfTI -> ``predict_scan`` (preprocess, sliding window, argmax of the probabilities
-  restored to the original grid, largest component) -> write the uint8 mask; timed as a whole, then
-  step by step in a second pass;
+* ``full``: read the NIfTI -> ``predict_scan`` (preprocess, input gate, sliding window, argmax of the
+  probabilities restored to the original grid, the model's postprocessing) -> write the uint8 mask; timed as
+  a whole, then step by step in a second pass;
 * ``bare``: the same preprocessed tensor (prepared untimed) through ``sliding_window_inference`` with
   the same window, overlap, batch and Gaussian blending; the network only.
 
-Usage: python benchmarks/bench_inference.py [--model models/vnet3d] [--repeats 2]
+Usage: python benchmarks/bench_inference.py [--model models/vnet3d/fold_0] [--repeats 2]
        python benchmarks/bench_inference.py --untrained-overlay configs/gpu_vnet3d.yaml --spacing 1.5 1.5 1.5 \
            --repeats 1 --out benchmarks/results/inference_cpu_paper_vnet.json   (timing of a heavier network)
 Writes benchmarks/results/inference_cpu.json (quoted in benchmarks/RESULTS.md).
@@ -53,7 +53,8 @@ def run_full(model: Path, threads: int, out: Path) -> dict:
     """The user's path, timed whole, then the same steps timed one by one."""
     from pipeline.data.layout import Case
     from pipeline.data.nifti import write_nifti
-    from pipeline.inference.predict import keep_largest_components, predict_probabilities, predict_scan
+    from pipeline.inference.postprocess import apply_postprocessing
+    from pipeline.inference.predict import gate_scan, postprocessing_for, predict_probabilities, predict_scan
     from pipeline.preprocess.geometry import restore_argmax
     from pipeline.preprocess.reading import read_case
     from pipeline.preprocess.run import transform_case
@@ -81,12 +82,14 @@ def run_full(model: Path, threads: int, out: Path) -> dict:
     bundle = predictor.bundles[0]
     record, prepared, _ = transform_case(image, affine, None, bundle.plan)
     lap("preprocess")
+    gate_scan(predictor, image, record)
+    lap("input_gate")
     probabilities = predict_probabilities(predictor, bundle, prepared)
     lap("sliding_window")
     label = restore_argmax(probabilities, record)
     lap("restore_argmax")
-    label = keep_largest_components(label, predictor.labels, predictor.settings.largest_component)
-    lap("largest_components")
+    label = apply_postprocessing(label, postprocessing_for(predictor))
+    lap("postprocessing")
     write_nifti(out, label, affine, np.uint8)
     lap("write")
     return {"cold_seconds": totals[0], "seconds": totals[1], "steps": steps, "preprocessed_shape": list(prepared.shape[1:])}
@@ -149,7 +152,7 @@ def _child(part: str, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("models/vnet3d"))
+    parser.add_argument("--model", type=Path, default=Path("models/vnet3d/fold_0"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--untrained-overlay", type=Path, help="time an untrained network of this config overlay instead")
