@@ -202,3 +202,24 @@ def test_every_stage_lists_the_code_that_defines_its_defaults_and_every_section_
         sections = {s for entry in stage["params"] for listed in entry.values() for s in listed}
         if name in {"verify", "plan", "preprocess", "crossval", "infer", "evaluate", "export"}:
             assert {"data", "checks"} <= sections, name
+
+
+def test_training_stages_list_every_pipeline_module_training_imports():
+    """P2: a change to any code that shapes a trained model makes its stage stale. The modules a fresh process imports
+    to train (and pretrain) must each lie under a dependency of every training stage; only MLflow logging
+    (pipeline/tracking) and the error classes are left out on purpose."""
+    probe = (
+        "import sys, pipeline.training.engine, pipeline.training.tasks, pipeline.training.finalize, "
+        "pipeline.models.unet2d, pipeline.models.vnet3d, pipeline.models.autoencoders, pipeline.inference.postprocess; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('pipeline.'))))"
+    )
+    loaded = subprocess.run(["python", "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = {m.replace(".", "/") for m in loaded}
+    files = {f for f in files if not f.startswith(("pipeline/tracking", "pipeline/errors"))}
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("pretrain_unet2d", "pretrain_vnet3d", "train_unet2d", "train_vnet3d"):
+        deps = [d.removesuffix(".py") for d in stages[name].get("do", stages[name])["deps"] if d.startswith("pipeline")]
+        uncovered = sorted(
+            f for f in files if (REPO_ROOT / f).is_dir() is False and not any(f == d or f.startswith(d + "/") for d in deps)
+        )
+        assert not uncovered, f"{name} does not list {uncovered}"
