@@ -123,3 +123,25 @@ def test_instances_are_read_checked_and_prepared_with_the_labels(tmp_path):
     Image.fromarray(np.zeros((20, 31), np.uint8), mode="L").save(voc.instance_path("2007_000001"))
     with pytest.raises(InvalidInputError, match=r"2007_000001.*\[G1\] instance size \(20, 31\) differs from image"):
         load_voc_instances(voc, "2007_000001", (20, 30))
+
+
+def test_voc_instance_void_borders_become_background_and_the_instance_keeps_its_class(tmp_path):
+    from pipeline.data.instances import instances_from_maps
+
+    root = _tiny_voc(tmp_path / "VOC")
+    (root / "SegmentationObject").mkdir()
+    for image_id in ("2007_000001", "2007_000002"):
+        ids = np.zeros((20, 30), np.uint8)
+        ids[5:10, 5:12] = 1  # the person of the class map
+        ids[4, 4:13] = 255  # VOC's void border around objects
+        png = Image.fromarray(ids, mode="P")
+        png.putpalette(voc_palette())
+        png.save(root / "SegmentationObject" / f"{image_id}.png")
+    cfg = PipelineConfig(natural={"root": root, "out_dir": tmp_path / "prepared"})
+    entry = json.loads(prepare_natural(cfg).read_text())["cases"][0]
+    ids = np.load(tmp_path / "prepared" / entry["instances"])[:, :, 0]
+    label = np.load(tmp_path / "prepared" / entry["label"])[:, :, 0]
+    assert set(np.unique(ids).tolist()) == {0, 1}  # void 255 -> 0
+    found = instances_from_maps(torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))
+    assert found.labels.tolist() == [15]  # person
+    assert found.boxes.tolist() == [[5.0, 5.0, 12.0, 10.0]]  # (x1, y1, x2, y2): columns 5..11, rows 5..9
