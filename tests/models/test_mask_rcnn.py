@@ -140,3 +140,24 @@ def test_an_image_without_objects_trains_on_background_only_and_reaches_every_pa
     assert losses["loss_objectness"] > 0 and losses["loss_classifier"] > 0
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in model.parameters())  # DDP needs every parameter in the graph
+
+
+def test_bf16_autocast_keeps_boxes_and_losses_in_float32_and_close_to_float32():
+    """The GPU default is bf16 autocast; CPU autocast exercises the same casts (bf16 would hold box coordinates of a
+    512-px image only to a pixel or two, so boxes, anchors and losses stay float32)."""
+    images, targets = _toy_batch()
+    torch.manual_seed(0)
+    model = MaskRCNN(MaskRCNNSettings(**SMALL), 3, 5).train()
+    torch.manual_seed(5)
+    reference = model(images, targets)
+    torch.manual_seed(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(images, targets)
+    for name, value in mixed.items():
+        assert value.dtype == torch.float32 and torch.isfinite(value)
+        assert value.item() == pytest.approx(reference[name].item(), rel=0.1, abs=0.02), name
+    sum(mixed.values()).backward()
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        detections = model(images)
+    assert all(d.boxes.dtype == torch.float32 and d.masks.dtype == torch.float32 for d in detections)

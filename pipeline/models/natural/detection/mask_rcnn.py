@@ -79,8 +79,9 @@ class MaskRCNN(nn.Module):
         stages = self.backbone.stage_features(padded)
         pyramid = list(self.fpn(OrderedDict((f"c{i + 2}", x) for i, x in enumerate(stages))).values())
         logits, deltas, counts = self.rpn(pyramid)
-        anchors = self.anchors(padded, pyramid)[0]
-        proposals = self._proposals(logits.detach(), deltas.detach(), anchors, counts, size)
+        # boxes stay float32 under autocast (bf16 holds 256-512 px coordinates only to a pixel or two)
+        anchors = self.anchors(padded, [torch.empty(1, 1, *p.shape[-2:], device=p.device) for p in pyramid])[0]
+        proposals = self._proposals(logits.detach().float(), deltas.detach().float(), anchors, counts, size)
         roi_levels = pyramid[:4]  # RoIs are pooled from P2-P5; P6 serves the RPN only
         if self.training:
             if targets is None:
@@ -182,8 +183,8 @@ class MaskRCNN(nn.Module):
         class_logits, box_deltas = self.box_head(
             multiscale_roi_align(pyramid, proposals, s.box_pool, padded_size, s.sampling_ratio, s.aligned)
         )
-        scores_all = F.softmax(class_logits, -1).split([len(p) for p in proposals])
-        deltas_all = box_deltas.split([len(p) for p in proposals])
+        scores_all = F.softmax(class_logits.float(), -1).split([len(p) for p in proposals])
+        deltas_all = box_deltas.float().split([len(p) for p in proposals])
         detections = []
         for boxes, scores, deltas in zip(proposals, scores_all, deltas_all):
             count, classes = len(boxes), self.num_classes
@@ -205,7 +206,7 @@ class MaskRCNN(nn.Module):
         else:
             logits = pyramid[0].new_zeros(0, self.num_classes, 2 * s.mask_pool, 2 * s.mask_pool)
         for detection, chunk in zip(detections, logits.split([len(b) for b in boxes])):
-            probabilities = torch.sigmoid(chunk[torch.arange(len(chunk)), detection.labels])
+            probabilities = torch.sigmoid(chunk[torch.arange(len(chunk)), detection.labels].float())
             detection.masks = paste_masks(probabilities, detection.boxes, size)
 
 

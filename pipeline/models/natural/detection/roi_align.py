@@ -48,7 +48,8 @@ def roi_align(
         )  # (1, C, k, side * side)
         sampled = sampled[0].reshape(channels, len(rows), side, side).transpose(0, 1)
         sampled = sampled * valid[rows][:, None].to(sampled.dtype)
-        out[rows] = sampled.reshape(len(rows), channels, output_size, sampling_ratio, output_size, sampling_ratio).mean((3, 5))
+        pooled = sampled.reshape(len(rows), channels, output_size, sampling_ratio, output_size, sampling_ratio).mean((3, 5))
+        out[rows] = pooled.to(out.dtype)  # under autocast grid_sample computes in float32
     return out
 
 
@@ -101,7 +102,7 @@ def multiscale_roi_align(
     scales = [level.shape[-2] / image_size[0] for level in pyramid]
     first = round(-math.log2(scales[0]))
     levels = fpn_levels(flat, first, first + len(pyramid) - 1, canonical_scale, canonical_level) - first
-    out = flat.new_zeros(len(flat), pyramid[0].shape[1], output_size, output_size)
+    out = pyramid[0].new_zeros(len(flat), pyramid[0].shape[1], output_size, output_size)
     for index, (features, scale) in enumerate(zip(pyramid, scales)):
         rows = (levels == index).nonzero().flatten()
         if len(rows):
