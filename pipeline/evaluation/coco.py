@@ -45,15 +45,13 @@ def coco_metrics(images: list[ScoredImage], num_classes: int) -> dict[str, float
 
 
 def _coco_records(images: list[ScoredImage]) -> tuple[dict, list[dict]]:
-    from pycocotools import mask as rle
-
     ground_truth = {"images": [], "annotations": []}
     detections = []
     for image_id, image in enumerate(images, start=1):
         width, height = image.truth.masks.shape[1:] if len(image.truth) else image.prediction.masks.shape[1:]
         ground_truth["images"].append({"id": image_id, "width": int(width), "height": int(height)})
         for box, label, mask in zip(image.truth.boxes.tolist(), image.truth.labels.tolist(), image.truth.masks):
-            encoded = rle.encode(np.asfortranarray(mask.numpy().T.astype(np.uint8)))
+            encoded = _rle(mask)
             ground_truth["annotations"].append({
                 "id": len(ground_truth["annotations"]) + 1, "image_id": image_id, "category_id": int(label),
                 "bbox": _xywh(box), "area": float(mask.sum()), "iscrowd": 0, "segmentation": encoded,
@@ -61,7 +59,7 @@ def _coco_records(images: list[ScoredImage]) -> tuple[dict, list[dict]]:
         for box, label, mask, score in zip(
             image.prediction.boxes.tolist(), image.prediction.labels.tolist(), image.prediction.masks, image.scores
         ):
-            encoded = rle.encode(np.asfortranarray(mask.numpy().T.astype(np.uint8)))
+            encoded = _rle(mask)
             detections.append({
                 "image_id": image_id, "category_id": int(label), "bbox": _xywh(box), "score": float(score),
                 "segmentation": encoded,
@@ -84,6 +82,13 @@ def _evaluate(ground_truth: dict, detections: list[dict], iou_type: str) -> np.n
         evaluation.accumulate()
         evaluation.summarize()
     return evaluation.stats
+
+
+def _rle(mask) -> dict:
+    """COCO's run-length encoding of an (x, y) mask: transposed to COCO's rows, Fortran order, uint8."""
+    from pycocotools import mask as rle
+
+    return rle.encode(np.asfortranarray(mask.numpy().T.astype(np.uint8)))
 
 
 def _xywh(box: list[float]) -> list[float]:

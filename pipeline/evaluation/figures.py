@@ -52,6 +52,14 @@ def save_overlay(
     plt.close(fig)
 
 
+def _display_rgb(image: np.ndarray) -> np.ndarray:
+    """A (3, x, y) photograph (any scaling) as (y, x, 3) in [0, 1], each channel stretched: shown as photographs are,
+    row = y downwards, column = x."""
+    rgb = np.moveaxis(image, 0, -1).swapaxes(0, 1).astype(np.float32)
+    low, high = rgb.min(axis=(0, 1)), rgb.max(axis=(0, 1))
+    return (rgb - low) / np.maximum(high - low, 1e-6)
+
+
 def save_natural_overlay(
     path: Path, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, registry: LabelRegistry, title: str
 ) -> None:
@@ -60,9 +68,7 @@ def save_natural_overlay(
     ``image`` is (3, x, y) (any scaling: each channel is stretched to [0, 1] for display); labels are (x, y).
     Shown as photographs are: row = y downwards, column = x.
     """
-    rgb = np.moveaxis(image, 0, -1).swapaxes(0, 1).astype(np.float32)
-    low, high = rgb.min(axis=(0, 1)), rgb.max(axis=(0, 1))
-    rgb = (rgb - low) / np.maximum(high - low, 1e-6)
+    rgb = _display_rgb(image)
     plt, fig = new_figure(12, 4.4)
     for index, (name, label) in enumerate((("image", None), ("ground truth", truth), ("prediction", prediction))):
         ax = fig.add_subplot(1, 3, index + 1)
@@ -92,9 +98,7 @@ def save_instance_overlay(
     """
     from scipy import ndimage
 
-    rgb = np.moveaxis(image, 0, -1).swapaxes(0, 1).astype(np.float32)
-    low, high = rgb.min(axis=(0, 1)), rgb.max(axis=(0, 1))
-    rgb = (rgb - low) / np.maximum(high - low, 1e-6)
+    rgb = _display_rgb(image)
     colours = {item.value: tuple(c / 255 for c in item.color) for item in registry.foreground()}
     names = {item.value: item.name for item in registry.foreground()}
     plt, fig = new_figure(9, 4.8)

@@ -175,12 +175,12 @@ class PatchDataset(TorchDataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         case = self.cases[rng.integers(len(self.cases))]
         centre = self._centre(case, rng)
-        image, label = self._extract(case, centre, case.label)
+        image, label = self._extract(case, centre)
         sample = {"image": torch.from_numpy(np.ascontiguousarray(image))}
         if label is not None:
             sample["label"] = torch.from_numpy(label[None].astype(np.int64))
         if case.instances is not None:  # cropped exactly like the label (and augmented with it)
-            sample["instances"] = torch.from_numpy(self._extract(case, centre, case.instances)[1][None].astype(np.int64))
+            sample["instances"] = torch.from_numpy(self._crop_map(case.instances, centre)[None].astype(np.int64))
         if self.transform is not None:
             sample = self.transform(sample, int(rng.integers(2**31)))
         if self.weight_map is not None:
@@ -194,15 +194,22 @@ class PatchDataset(TorchDataset):
             return voxels[rng.integers(len(voxels))].astype(np.int64)
         return np.array([rng.integers(n) for n in case.image.shape[1:]], dtype=np.int64)
 
-    def _extract(self, case: CaseArrays, centre: np.ndarray, label: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """The image patch and the same patch of ``label`` (the class labels or the instance ids)."""
+    def _extract(self, case: CaseArrays, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The image patch at ``centre`` and the same patch of the label."""
         if len(self.patch_size) == 3:
             start = centre - np.asarray(self.patch_size) // 2
-            label = None if label is None else crop_with_padding(label, start, self.patch_size)
-            return crop_with_padding(case.image, start, self.patch_size), label
+            return crop_with_padding(case.image, start, self.patch_size), self._crop_map(case.label, centre)
         size = (*self.patch_size, 2 * self.context + 1)
         start = np.array([centre[0] - size[0] // 2, centre[1] - size[1] // 2, centre[2] - self.context])
         slab = crop_with_padding(case.image, start, size)  # (C, x, y, 2k+1)
         image = np.moveaxis(slab, -1, 1).reshape(-1, *self.patch_size)  # channels: modality-major, then slice
-        label = None if label is None else crop_with_padding(label[:, :, centre[2]], start[:2], self.patch_size)
-        return image, label
+        return image, self._crop_map(case.label, centre)
+
+    def _crop_map(self, array: np.ndarray | None, centre: np.ndarray) -> np.ndarray | None:
+        """The patch of a per-voxel map (class labels or instance ids) at ``centre``; for 2D models, of its centre slice."""
+        if array is None:
+            return None
+        start = centre[: len(self.patch_size)] - np.asarray(self.patch_size) // 2
+        if len(self.patch_size) == 3:
+            return crop_with_padding(array, start, self.patch_size)
+        return crop_with_padding(array[:, :, centre[2]], start, self.patch_size)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.instances import Instances, instances_from_maps, semantic_from_instances
+from pipeline.data.instances import instances_from_maps, semantic_from_instances
 from pipeline.data.labels import LabelRegistry
 from pipeline.errors import InvalidInputError
 from pipeline.evaluation.coco import ScoredImage, coco_metrics
@@ -42,11 +42,11 @@ class DetectionTask:
     @torch.no_grad()
     def validate(self, run: TrainingRun, entries: list[dict] | None = None, prefix: str = "val") -> dict:
         """COCO AP, AP50, AP75 for boxes and masks, and mIoU / pixel accuracy of the painted class map."""
-        entries = run.val_entries if entries is None else entries
-        scored = [self.score_image(run, run.case(entry)) for entry in entries]
+        cases = [run.case(entry) for entry in (run.val_entries if entries is None else entries)]
+        scored = [self.score_image(run, case) for case in cases]
         classes = run.manifest.num_classes
         confusion = torch.zeros(classes, classes, dtype=torch.int64)
-        for image, case in zip(scored, (run.case(entry) for entry in entries)):
+        for image, case in zip(scored, cases):
             painted = semantic_from_instances(image.prediction, torch.as_tensor(image.scores), case.label.shape[:2])
             confusion += confusion_matrix(painted, torch.from_numpy(case.label[:, :, 0].astype(np.int64)), classes)
         metrics = {f"{prefix}_{k}": v for k, v in coco_metrics(scored, classes).items()}
@@ -65,8 +65,7 @@ class DetectionTask:
         truth = instances_from_maps(
             torch.from_numpy(case.instances[:, :, 0].astype(np.int64)), torch.from_numpy(case.label[:, :, 0].astype(np.int64))
         )
-        prediction = detections.instances(run.cfg.model.mask_threshold)
-        prediction = Instances(prediction.boxes.cpu(), prediction.labels.cpu(), prediction.masks.cpu())
+        prediction = detections.instances(run.cfg.model.mask_threshold).to(torch.device("cpu"))
         return ScoredImage(truth, prediction, detections.scores.cpu().numpy())
 
     def finish(self, run: TrainingRun, state, tracker, best_epoch: int) -> dict:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from monai.apps.detection.utils.anchor_utils import AnchorGenerator
 from monai.apps.detection.utils.box_coder import BoxCoder
+from monai.data.box_utils import clip_boxes_to_image
 from monai.networks.blocks.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 from torch import nn
 
@@ -104,7 +105,7 @@ class MaskRCNN(nn.Module):
                 start + chunk.topk(min(pre_nms, len(chunk))).indices
                 for start, chunk in zip(_starts(counts), image_logits.split(counts))
             ])  # fmt: skip
-            boxes = _clip(self.rpn_coder.decode_single(image_deltas[keep], anchors[keep]), size)
+            boxes = _clip_to_image(self.rpn_coder.decode_single(image_deltas[keep], anchors[keep]), size)
             scores, levels = image_logits[keep], level[keep]
             large = ((boxes[:, 2:] - boxes[:, :2]) >= MIN_BOX_SIZE).all(1)
             boxes, scores, levels = boxes[large], scores[large], levels[large]
@@ -188,7 +189,7 @@ class MaskRCNN(nn.Module):
         detections = []
         for boxes, scores, deltas in zip(proposals, scores_all, deltas_all):
             count, classes = len(boxes), self.num_classes
-            decoded = _clip(self.roi_coder.decode_single(deltas, boxes).view(count * classes, 4), size)
+            decoded = _clip_to_image(self.roi_coder.decode_single(deltas, boxes).view(count * classes, 4), size)
             labels = torch.arange(classes, device=boxes.device).repeat(count)
             scores = scores.reshape(-1)
             keep = (labels > 0) & (scores > s.score_threshold) & ((decoded[:, 2:] - decoded[:, :2]) >= 1e-2).all(1)
@@ -231,9 +232,9 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int])
     return out
 
 
-def _clip(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    limits = boxes.new_tensor([size[0], size[1], size[0], size[1]])
-    return torch.minimum(boxes.clamp_min(0), limits)
+def _clip_to_image(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Boxes clamped to the image (MONAI's rule); empty ones are kept here and dropped by the callers' size checks."""
+    return clip_boxes_to_image(boxes, size, remove_empty=False)[0]
 
 
 def _starts(counts: list[int]) -> list[int]:
