@@ -79,6 +79,9 @@ class TrainSettings(Section):
     deterministic: bool = True
     cache: Literal["memory", "mmap"] = "memory"
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = main process)")
+    prefetch_batches: int = Field(
+        1, ge=0, description="batches sampled in a background thread while the current step computes (0 = off)"
+    )
     resume: bool = False
     init_from: Path | None = Field(None, description="encoder weights (encoder.pt of a pretrain stage) to start from")
     init_strict: bool = Field(True, description="a missing, unexpected or mis-shaped encoder key is an error")

@@ -12,15 +12,20 @@ stacked as channels (2.5D); the label is the centre slice. A 3D model gets ``(x,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from pipeline.errors import InvalidInputError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -213,3 +218,55 @@ class PatchDataset(TorchDataset):
         if len(self.patch_size) == 3:
             return crop_with_padding(array, start, self.patch_size)
         return crop_with_padding(array[:, :, centre[2]], start, self.patch_size)
+
+
+_END = object()
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+def prefetched(batches: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """Yield the items of ``batches`` while a background thread prepares up to ``depth`` more.
+
+    Sampling and augmentation then overlap the network's forward and backward pass (numpy, MONAI and torch release the
+    GIL inside their kernels). Items come in their original order and are the same objects the loader makes, so
+    training is bit-identical with or without prefetching. An error in the thread is raised here, at the item it
+    would have been; leaving the loop early stops the thread after its current item. ``depth=0`` is a plain loop.
+    """
+    if depth <= 0:
+        yield from batches
+        return
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not offer(item):
+                    return
+            offer(_END)
+        except BaseException as error:  # handed to the consumer, which raises it
+            offer(_Failure(error))
+
+    thread = threading.Thread(target=produce, name="segpipe-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := slots.get()) is not _END:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()

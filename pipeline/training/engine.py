@@ -20,6 +20,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import SegPipeError
 from pipeline.planning.resolve import apply_plan, with_fold_folders
 from pipeline.training.checkpoint import check_resume_fingerprint, load_checkpoint, save_checkpoint
+from pipeline.training.data import prefetched
 from pipeline.training.distributed import all_reduce_sum, barrier, broadcast_flag, shutdown
 from pipeline.training.finalize import start_tracking
 from pipeline.training.run import TrainingRun
@@ -147,7 +148,7 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
     total_steps = t.max_epochs * t.iterations_per_epoch
     loss_sum, samples, started = torch.zeros(2, dtype=torch.float64), 0, time.perf_counter()
     frozen = epoch < t.freeze_encoder_epochs
-    for step, batch in enumerate(run.loader):
+    for step, batch in enumerate(prefetched(run.loader, t.prefetch_batches)):
         lr = learning_rate(t, epoch * t.iterations_per_epoch + step, total_steps)
         set_learning_rate(run.optimizer, lr, frozen_encoder=frozen)
         loss, bad_gradient = train_step(run, batch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,51 @@ def test_instance_ids_are_cropped_and_augmented_with_the_labels():
         assert torch.equal(classes > 0, instances > 0)  # same pixels moved: resampled by the same nearest-neighbour map
         for instance, expected in ((1, 2), (2, 3), (3, 3)):
             assert set(classes[instances == instance].tolist()) <= {expected}
+
+
+def test_an_elastic_transform_whose_coin_says_no_is_skipped_with_bit_identical_output():
+    from monai.transforms import Rand2DElasticd
+
+    from pipeline.training.augment import _SkipWhenNotDrawn
+
+    kwargs = {"prob": 0.4, "spacing": (20, 20), "magnitude_range": (0, 100), "mode": ("bilinear", "nearest")}
+    plain = Rand2DElasticd(["image", "label"], **kwargs)
+    skipping = _SkipWhenNotDrawn(Rand2DElasticd, ["image", "label"], **kwargs)
+    image, label = torch.randn(3, 40, 32), torch.randint(0, 3, (1, 40, 32)).float()
+    applied = 0
+    for seed in range(30):
+        expected = plain.set_random_state(seed)({"image": image, "label": label})
+        got = skipping.set_random_state(seed)({"image": image, "label": label})
+        applied += not torch.equal(torch.as_tensor(expected["image"]), image)
+        for key in ("image", "label"):
+            assert torch.equal(torch.as_tensor(got[key]), torch.as_tensor(expected[key]))
+    assert 5 <= applied <= 20  # both branches were exercised
+
+
+def test_prefetched_keeps_the_order_raises_the_threads_error_at_its_item_and_stops_when_left():
+    from pipeline.training.data import prefetched
+
+    assert list(prefetched(range(50), depth=3)) == list(range(50)) == list(prefetched(range(50), depth=0))
+
+    def failing():
+        yield from (0, 1)
+        raise InvalidInputError(Path("case_7.nii.gz"), "broken")
+
+    got = []
+    with pytest.raises(InvalidInputError, match="case_7"):
+        for item in prefetched(failing(), depth=2):
+            got.append(item)
+    assert got == [0, 1]
+
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+
+    stream = prefetched(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # leaving the loop joins the thread: nothing is produced afterwards
+    count = len(produced)
+    assert count <= 3 + 2 + 1 and len(produced) == count

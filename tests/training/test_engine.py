@@ -253,3 +253,20 @@ def test_a_finite_loss_with_nan_gradients_stops_before_the_update_and_keeps_chec
     assert last["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert not (tmp_path / "model" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("model", ["unet2d", "vnet3d"])
+def test_prefetching_batches_in_a_thread_trains_bit_identical_weights(tiny_preprocessed, tmp_path, model):
+    weights = []
+    for depth in (0, 2):
+        cfg = tiny_train_config(
+            tiny_preprocessed,
+            tmp_path / str(depth),
+            model,
+            train={"prefetch_batches": depth, "max_epochs": 2, "iterations_per_epoch": 4},
+            augment={"affine_prob": 0.5, "elastic_prob": 0.5, "noise_prob": 0.5},
+            tracking={"enabled": False},
+        )
+        train_model(cfg)
+        weights.append(torch.load(tmp_path / str(depth) / "model" / "model.pt", weights_only=True))
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
