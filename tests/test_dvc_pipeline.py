@@ -76,6 +76,8 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
     else:
         assert plans["overrides"] == {} and plans["fullres_spacing"] == [1.0, 1.0, 1.0]
         assert plans["normalisation"][0]["scheme"] == "zscore" and manifest["labels"]["2"] == "ventricles"
+        assert plans["normalisation"][0]["bias_correction"] == "n4"
+        _assert_inference_prepares_a_scan_as_preprocessing_did(project)
     assert json.loads((project / "reports" / "verify.json").read_text())["num_errors"] == 0
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(stages)
@@ -132,6 +134,28 @@ def _assert_exports_lie_on_the_test_scans(project, case):
         assert mask.shape == scan.shape and np.allclose(mask.affine, scan.affine, atol=1e-5)
     assert (project / "exports" / case / f"{case}.seg.nrrd").is_file()
     assert (project / "reports" / "evaluate" / "details" / "qc" / "index.html").is_file()
+
+
+def _assert_inference_prepares_a_scan_as_preprocessing_did(project):
+    """The test scan through the model card's plan (inference) gives the preprocess stage's array to the bit: the N4
+    bias correction and z-score are one function on both paths."""
+    import numpy as np
+    import torch
+
+    from pipeline.data.layout import load_dataset
+    from pipeline.inference.bundle import load_bundle
+    from pipeline.preprocess.reading import read_case
+    from pipeline.preprocess.run import transform_case
+
+    bundle = load_bundle(project / "models" / "vnet3d" / "fold_0", torch.device("cpu"))
+    assert bundle.plan.bias_correction == (True,)
+    case = next(c for c in load_dataset(project / "data" / "phantom").cases if c.split == "test")
+    image, affine, _ = read_case(case, set(bundle.labels.values), bundle.plan.checks)
+    _, prepared, _ = transform_case(image, affine, None, bundle.plan)
+    grid = json.loads((project / "models" / "vnet3d" / "fold_0" / "model_card.json").read_text())["plan"]
+    stored = np.load(project / "data" / "preprocessed" / grid["configuration"]["data_identifier"] / "cases" / case.case_id
+                     / "image.npy")  # fmt: skip
+    assert np.array_equal(prepared, stored)
 
 
 def _shrink_training(path):

@@ -136,6 +136,9 @@ class PreprocessSettings(Section):
     body_threshold_hu: float = -500.0
     crop_margin_mm: float = Field(5.0, ge=0)
     image_interpolation: Literal["linear", "bspline"] = "linear"
+    mr_bias_correction: Literal["n4", "none"] | None = Field(
+        None, description="MR-like channels: N4 bias-field correction before the z-score; null = planned (n4)"
+    )
     include_unlabeled: bool = True
     intensity_samples_per_case: int = Field(20000, ge=100)
 

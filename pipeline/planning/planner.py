@@ -12,7 +12,9 @@
   (the profile's ``lowres_coverage``; a half on the CPU profile): the spacing grows by 3 % steps (the
   anisotropic axes first) until it does.
 * Normalisation: CT by the dataset's foreground statistics; every other modality by a per-scan
-  z-score inside a foreground mask (:func:`pipeline.preprocess.intensity.foreground_threshold`).
+  z-score inside a foreground mask (:func:`pipeline.preprocess.intensity.foreground_threshold`), after N4 bias-field
+  correction in that mask. nnU-Net has no bias correction; on the brain MR phantom a bias hot spot brighter than a
+  lesion elsewhere was segmented as the lesion without it (``benchmarks/RESULTS.md``).
 
 One deliberate difference: ``2d`` is planned on the grid of the profile's 3D choice. On GPU profiles
 that is the full-resolution grid, as in nnU-Net. On the CPU profile, when ``3d_lowres`` exists, it
@@ -155,8 +157,11 @@ def lowres_spacings(fullres: np.ndarray, median_fullres: np.ndarray):
         yield spacing.copy(), np.asarray(fullres) / spacing * median_fullres
 
 
-def normalisation_for(modalities: tuple[str, ...], intensity: dict | None) -> tuple[ChannelNormalisation, ...]:
-    """CT channels by the dataset's foreground statistics; every other channel by a per-scan z-score in its foreground mask."""
+def normalisation_for(
+    modalities: tuple[str, ...], intensity: dict | None, bias_correction: str = "n4"
+) -> tuple[ChannelNormalisation, ...]:
+    """CT channels by the dataset's foreground statistics; every other channel by a per-scan z-score in its foreground
+    mask, after ``bias_correction`` (``n4`` or ``none``)."""
     schemes = []
     for channel in modalities:
         if channel.upper() == "CT":
@@ -164,11 +169,13 @@ def normalisation_for(modalities: tuple[str, ...], intensity: dict | None) -> tu
                 raise ValueError("a CT channel needs the fingerprint's foreground intensity statistics")
             schemes.append(ChannelNormalisation(channel=channel, scheme="ct", mask="none", **intensity))
         else:
-            schemes.append(ChannelNormalisation(channel=channel, scheme="zscore", mask="foreground"))
+            schemes.append(
+                ChannelNormalisation(channel=channel, scheme="zscore", mask="foreground", bias_correction=bias_correction)
+            )
     return tuple(schemes)
 
 
-def make_plans(data: PlanningInput, profile: HardwareProfile) -> Plans:
+def make_plans(data: PlanningInput, profile: HardwareProfile, bias_correction: str = "n4") -> Plans:
     """Plan ``2d``, ``3d_fullres`` and (when needed) ``3d_lowres`` for a dataset under a hardware profile."""
     spacing, aniso_axis = fullres_spacing(data.spacings, data.shapes_after_crop)
     median = median_shape_at(data.spacings, data.shapes_after_crop, spacing)
@@ -208,7 +215,7 @@ def make_plans(data: PlanningInput, profile: HardwareProfile) -> Plans:
         fullres_spacing=tuple(float(s) for s in spacing),
         anisotropic_axis=aniso_axis,
         median_shape_fullres=tuple(int(m) for m in median),
-        normalisation=normalisation_for(data.modalities, data.intensity),
+        normalisation=normalisation_for(data.modalities, data.intensity, bias_correction),
         configurations=configurations,
         default_3d=default_3d,
     )

@@ -30,11 +30,14 @@ class ChannelNormalisation(Frozen):
     ``zscore``: per scan, z-score with the mean/std inside the foreground mask of
     :func:`pipeline.preprocess.intensity.foreground_threshold` (above the noise peak of magnitude MR; Otsu's threshold when
     there is no noise peak), 0 outside it. ``mask`` names that rule (``none`` for CT, which uses absolute HU).
+    ``bias_correction``: ``n4`` divides out the MR bias field in that mask first
+    (:func:`pipeline.preprocess.intensity.correct_bias_field`); plans and cards without the key mean ``none``.
     """
 
     channel: str
     scheme: Literal["ct", "zscore"]
     mask: Literal["foreground", "none"] = "foreground"
+    bias_correction: Literal["n4", "none"] = "none"
     mean: float | None = None
     std: float | None = None
     percentile_low: float | None = None

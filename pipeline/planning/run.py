@@ -58,7 +58,10 @@ def plan_dataset(cfg: PipelineConfig) -> Plans:
         intensity=fingerprint["intensity"] if dataset.is_ct else None,
         context_slices=cfg.plan.context_slices,
     )
-    plans = make_plans(data, profile).model_copy(update={"overrides": overrides})
+    if s.mr_bias_correction is not None:
+        overrides["preprocess.mr_bias_correction"] = s.mr_bias_correction
+    bias_correction = s.mr_bias_correction or "n4"
+    plans = make_plans(data, profile, bias_correction).model_copy(update={"overrides": overrides})
     labelled = [c.case_id for c in dataset.split("train") if c.label is not None]
     cv = cfg.crossval
     write_splits(labelled, cv.folds, cv.seed, cv.split_file, cv.custom_split)
@@ -74,6 +77,7 @@ def describe_plans(plans: Plans) -> str:
         f"{plans.profile})",
         f"  median spacing {_mm(plans.median_spacing)}, full-resolution target {_mm(plans.fullres_spacing)}",
         "  normalisation: " + ", ".join(f"{n.channel}: {n.scheme}" + (f" in {n.mask} mask" if n.scheme != "ct" else "")
+                                        + (f" after {n.bias_correction} bias correction" if n.bias_correction != "none" else "")
                                         for n in plans.normalisation),
     ]  # fmt: skip
     for name, c in plans.configurations.items():

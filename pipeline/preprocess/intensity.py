@@ -6,6 +6,10 @@ by :func:`foreground_threshold`. Magnitude MR has non-zero (Rician) background n
 "foreground": a z-score over non-zero voxels gives the same tissue a different value depending on
 how much of the field of view the anatomy fills. A threshold above the noise peak separates the noise
 floor from the tissue and does not depend on that fraction.
+
+MR intensities also drift across the field of view with the receive coil's sensitivity (the bias field): the same
+tissue can be 30 % brighter on one side of a scan, brighter than a lesion on the other. The plan therefore
+corrects MR-like channels with N4 (:func:`correct_bias_field`, SimpleITK) before the z-score.
 """
 
 from __future__ import annotations
@@ -126,6 +130,43 @@ def normalise_zscore(volume: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def normalise_mr(volume: np.ndarray) -> np.ndarray:
-    """Z-score one MR (or other non-CT) channel inside its foreground (:func:`foreground_threshold`)."""
-    return normalise_zscore(volume, volume > foreground_threshold(volume))
+N4_FIT_EDGE = 32  # N4 fits the field on a copy subsampled to about this many voxels per axis
+
+
+def correct_bias_field(volume: np.ndarray, mask: np.ndarray, spacing) -> np.ndarray:
+    """Divide out the smooth multiplicative bias field of one MR channel (x, y, z), estimated by N4 in ``mask``.
+
+    SimpleITK's ``N4BiasFieldCorrectionImageFilter`` with its defaults (4 levels x 50 iterations, cubic B-spline)
+    fits the log field on a copy subsampled to about :data:`N4_FIT_EDGE` voxels per axis (a bias field is smooth); the
+    field is then evaluated on the full grid. One thread: N4's sums then run in one order, so the result is the same
+    on every machine. A channel whose mask holds a value <= 0 (N4 works on logarithms) is returned unchanged.
+    """
+    import SimpleITK as sitk
+
+    volume = np.asarray(volume, dtype=np.float32)
+    if not mask.any() or volume[mask].min() <= 0:
+        return volume
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.T))
+    image.SetSpacing([float(s) for s in spacing])
+    fit_mask = sitk.GetImageFromArray(np.ascontiguousarray(mask.T.astype(np.uint8)))
+    fit_mask.CopyInformation(image)
+    factors = [max(1, int(n) // N4_FIT_EDGE) for n in volume.shape]
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # N4's inner filters take the global default, not the filter's
+    try:
+        n4 = sitk.N4BiasFieldCorrectionImageFilter()
+        n4.SetNumberOfThreads(1)
+        n4.Execute(sitk.Shrink(image, factors), sitk.Shrink(fit_mask, factors))
+        log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image)).T
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    return (volume / np.exp(log_field)).astype(np.float32)
+
+
+def normalise_mr(volume: np.ndarray, spacing=None, bias_correction: bool = False) -> np.ndarray:
+    """Z-score one MR (or other non-CT) channel inside its foreground (:func:`foreground_threshold`), after
+    :func:`correct_bias_field` in that foreground when ``bias_correction`` (``spacing`` in mm then needed)."""
+    mask = volume > foreground_threshold(volume)
+    if bias_correction:
+        volume = correct_bias_field(volume, mask, spacing)
+    return normalise_zscore(volume, mask)

@@ -53,6 +53,12 @@ class Plan:
     out_dir: Path
     digest: str
     checks: CheckSettings = field(default_factory=CheckSettings)
+    bias_correction: tuple[bool, ...] = ()  # per channel: N4 before the z-score (MR-like channels of the plan)
+
+    @classmethod
+    def bias_correction_of(cls, normalisation) -> tuple[bool, ...]:
+        """Per channel, whether the plan's normalisation corrects the bias field first."""
+        return tuple(n.bias_correction == "n4" for n in normalisation)
 
 
 def preprocess_dataset(cfg: PipelineConfig) -> Path:
@@ -116,6 +122,7 @@ def make_plan(
         Path(out_dir),
         text_digest(json.dumps(payload, sort_keys=True)),
         checks,
+        Plan.bias_correction_of(plans.normalisation),
     )
 
 
@@ -195,7 +202,10 @@ def transform_case(
     start, stop = crop_box(body, spacing, s.crop_margin_mm)
     box = tuple(slice(a, b) for a, b in zip(start, stop))
     cropped = ras[(slice(None), *box)]
-    normalised = np.stack([normalise_ct(c, plan.stats, s) if plan.is_ct else normalise_mr(c) for c in cropped])
+    corrected = plan.bias_correction or (False,) * len(cropped)
+    normalised = np.stack(
+        [normalise_ct(c, plan.stats, s) if plan.is_ct else normalise_mr(c, spacing, corrected[i]) for i, c in enumerate(cropped)]
+    )
     shape = resampled_shape(cropped.shape[1:], spacing, plan.target_spacing)
     out_image = resample_volume(normalised, spacing, plan.target_spacing, shape, s.image_interpolation).astype(np.float32)
     out_label = None

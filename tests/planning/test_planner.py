@@ -87,9 +87,12 @@ def test_the_cpu_budget_creates_a_lowres_configuration_whose_patch_covers_half_o
 
 def test_mr_is_z_scored_in_a_foreground_mask_and_ct_by_dataset_statistics():
     mr = make_plans(_data([1.0, 1.0, 1.0], [48, 48, 48], modality="MR", n=4), get_profile("cpu"))
-    assert [(n.scheme, n.mask) for n in mr.normalisation] == [("zscore", "foreground")]
+    assert [(n.scheme, n.mask, n.bias_correction) for n in mr.normalisation] == [("zscore", "foreground", "n4")]
     ct = make_plans(_data([1.0, 1.0, 1.0], [48, 48, 48], n=4), get_profile("cpu"))
     assert ct.normalisation[0].scheme == "ct" and ct.normalisation[0].mean == 50.0
+    assert ct.normalisation[0].bias_correction == "none"
+    plain = make_plans(_data([1.0, 1.0, 1.0], [48, 48, 48], modality="MR", n=4), get_profile("cpu"), "none")
+    assert plain.normalisation[0].bias_correction == "none"
 
 
 def test_activation_estimate_counts_every_layer_output_of_our_network():

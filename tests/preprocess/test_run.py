@@ -159,3 +159,54 @@ def test_mr_tissue_normalises_to_the_same_value_whatever_share_of_the_view_the_h
         return np.asarray(NormalizeIntensity(nonzero=True)(volume.astype(np.float32)))
 
     assert abs(old(small)[small_core].mean() - old(large)[large_core].mean()) > 1.0
+
+
+def _biased_head(rng: np.random.Generator, n: int = 64):
+    """Two tissues (400 inside 250) times a smooth field that brightens one side by 1.6x: (scan, field, tissue masks)."""
+    magnitude, core, shell = _head_scan(0.3, rng, n)
+    x = np.indices((n, n, n))[0] / (n - 1)
+    field = np.exp(0.47 * x - 0.1 * (x - 0.5) ** 2)
+    return magnitude * field, field, core, shell
+
+
+def test_n4_divides_out_a_smooth_bias_field_so_a_tissue_is_one_value_across_the_scan():
+    from pipeline.preprocess.intensity import correct_bias_field, foreground_threshold
+
+    scan, field, core, shell = _biased_head(np.random.default_rng(1))
+    mask = scan > foreground_threshold(scan)
+    corrected = correct_bias_field(scan, mask, (1.0, 1.0, 1.0))
+    left, right = np.zeros_like(core), np.zeros_like(core)
+    left[:30], right[34:] = True, True
+    for tissue, drift in ((core, 1.08), (shell, 1.18)):  # the true field's ratio over each tissue's halves
+        before = scan[tissue & right].mean() / scan[tissue & left].mean()
+        after = corrected[tissue & right].mean() / corrected[tissue & left].mean()
+        assert before > drift and abs(after - 1) < 0.01
+    # the recovered field is the true one up to a global scale (N4 fixes no absolute level)
+    ratio = (scan / corrected)[mask] / field[mask]
+    assert ratio.std() / ratio.mean() < 0.03
+    # inside the z-score: the core of the bright side and of the dark side now normalise alike
+    z = normalise_mr(scan, (1.0, 1.0, 1.0), bias_correction=True)
+    plain = normalise_mr(scan)
+    for tissue in (core, shell):
+        assert abs(z[tissue & right].mean() - z[tissue & left].mean()) < 0.05
+        assert abs(plain[tissue & right].mean() - plain[tissue & left].mean()) > 0.25
+
+
+def test_n4_gives_the_same_bits_with_one_thread_or_many_and_leaves_non_positive_channels_alone():
+    import SimpleITK as sitk
+
+    from pipeline.preprocess.intensity import correct_bias_field
+
+    scan, _, _, _ = _biased_head(np.random.default_rng(2), n=48)
+    mask = scan > 100
+    default = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    try:
+        results = []
+        for threads in (1, 4):
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+            results.append(correct_bias_field(scan, mask, (1.0, 1.0, 2.0)))
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(default)
+    assert np.array_equal(results[0], results[1])
+    shifted = scan - 300.0  # values <= 0 inside the mask: N4 (logarithms) does not apply
+    assert np.array_equal(correct_bias_field(shifted, mask, (1.0, 1.0, 1.0)), shifted.astype(np.float32))
