@@ -195,3 +195,14 @@ def crf_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("pydensecrf") is not None
+
+
+def write_multimodal_msd(root: Path, cases: dict[str, tuple[np.ndarray, np.ndarray]], modalities=("T2", "ADC"), affine=None):
+    """Write a multi-modal MSD dataset (as ``Task05_Prostate``): each training image one 4D file ``(x, y, z, C)``."""
+    write_msd(root, {case_id: (np.zeros(label.shape, np.int16), label) for case_id, (_, label) in cases.items()}, affine)
+    for case_id, (image, _) in cases.items():
+        save(root / "imagesTr" / f"{case_id}.nii.gz", image, affine)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["modality"] = {str(i): name for i, name in enumerate(modalities)}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root

@@ -23,10 +23,11 @@ def _run(cmd, cwd):
     return result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("modality", ["CT", "MR"])
+@pytest.mark.parametrize("modality", ["CT", "MR", "MR+MR"])
 def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
-    """The CT phantom at 8 x 8 x 10 mm (a recorded spacing override) and the brain MR phantom at its own 1 mm, planned
-    with nothing set but the tiny profile."""
+    """The CT phantom at 8 x 8 x 10 mm (a recorded spacing override), the brain MR phantom at its own 1 mm, and that
+    phantom as a two-channel MSD dataset (one 4D file per case, as ``Task05_Prostate``), planned with nothing set but
+    the tiny profile (and ``data.root``)."""
     project = tmp_path / "project"
     project.mkdir()
     for name in ("pipeline", "configs"):
@@ -41,6 +42,10 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
         params["preprocess"]["spacing_mm"] = [8.0, 8.0, 10.0]
     else:
         params["synth"].update(modality="MR", matrix=40)
+    root = project / params["data"]["root"]
+    if modality == "MR+MR":
+        root = _two_channel_copy(params["synth"], project / "data" / "packed")
+        params["data"]["root"] = "data/packed"
     params["plan"]["profile"] = "tiny"  # two-stage networks of widths 4 and 8, two steps
     params["crossval"]["folds"] = 3  # three labelled cases
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -70,14 +75,14 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
     manifest = json.loads((project / "data" / "preprocessed" / "fullres" / "dataset.json").read_text())
     assert len(manifest["cases"]) == 5
     plans = json.loads((project / "reports" / "plan" / "plans.json").read_text())
-    assert plans["profile"] == "tiny" and plans["modalities"] == [modality]
+    assert plans["profile"] == "tiny" and plans["modalities"] == modality.split("+")
     if modality == "CT":
         assert plans["overrides"] == {"preprocess.spacing_mm": "[8.0, 8.0, 10.0]"}
     else:
         assert plans["overrides"] == {} and plans["fullres_spacing"] == [1.0, 1.0, 1.0]
-        assert plans["normalisation"][0]["scheme"] == "zscore" and manifest["labels"]["2"] == "ventricles"
-        assert plans["normalisation"][0]["bias_correction"] == "n4"
-        _assert_inference_prepares_a_scan_as_preprocessing_did(project)
+        assert [n["scheme"] for n in plans["normalisation"]] == ["zscore"] * len(plans["modalities"])
+        assert {n["bias_correction"] for n in plans["normalisation"]} == {"n4"} and manifest["labels"]["2"] == "ventricles"
+        _assert_inference_prepares_a_scan_as_preprocessing_did(project, root)
     assert json.loads((project / "reports" / "verify.json").read_text())["num_errors"] == 0
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(stages)
@@ -95,7 +100,8 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
     qa = json.loads((project / "predictions" / "qa.json").read_text())
     assert [v["status"] for v in qa.values()] == ["pass"]  # the phantom's own test scan is inside its training envelope
     card = json.loads((project / "models" / "unet2d" / "fold_0" / "model_card.json").read_text())
-    assert card["envelope"]["modality"] == modality and card["envelope"]["cases"] == 3
+    assert card["envelope"]["modality"] == modality.split("+")[0] and card["envelope"]["cases"] == 3  # the gate reads channel 0
+    assert card["modalities"] == modality.split("+") and card["in_channels"] == 3 * len(card["modalities"])  # 2.5D: 3 slices
     evaluated = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
     assert {"ece_before", "ece_after", "brier_before", "nll_after", "temperature"} <= set(evaluated)
     assert evaluated["temperature"] == decisions["temperature"]
@@ -110,7 +116,7 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
     assert "reports/train_unet2d/fold_0/metrics.json" in shown and "val_dice_mean" in shown
     assert "reports/train_vnet3d/fold_0/metrics.json" in shown
     assert "reports/evaluate/metrics.json" in shown and "hd95_mm_mean" in shown
-    _assert_exports_lie_on_the_test_scans(project, f"{prefix}_test_000")
+    _assert_exports_lie_on_the_test_scans(project, root, f"{prefix}_test_000")
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], project))
     assert "errors" not in plots, plots.get("errors")
     assert sorted(plots["data"]) == sorted([
@@ -124,19 +130,41 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
     assert "up to date" in second
 
 
-def _assert_exports_lie_on_the_test_scans(project, case):
+def _assert_exports_lie_on_the_test_scans(project, root, case):
     import nibabel as nib
     import numpy as np
 
-    scan = nib.load(project / "data" / "phantom" / "imagesTs" / f"{case}.nii.gz")
+    scan = nib.load(root / "imagesTs" / f"{case}.nii.gz")
     for path in (project / "predictions" / f"{case}.nii.gz", project / "exports" / case / f"{case}_seg.nii.gz"):
         mask = nib.load(path)
-        assert mask.shape == scan.shape and np.allclose(mask.affine, scan.affine, atol=1e-5)
+        assert mask.shape == scan.shape[:3] and np.allclose(mask.affine, scan.affine, atol=1e-5)
     assert (project / "exports" / case / f"{case}.seg.nrrd").is_file()
     assert (project / "reports" / "evaluate" / "details" / "qc" / "index.html").is_file()
 
 
-def _assert_inference_prepares_a_scan_as_preprocessing_did(project):
+def _two_channel_copy(synth: dict, root):
+    """The brain MR phantom as a multi-modal MSD dataset: each image and a second contrast (its square root) stacked in
+    one 4D file ``(x, y, z, 2)``; labels as they are."""
+    import nibabel as nib
+    import numpy as np
+
+    from pipeline.config import SynthSettings
+    from pipeline.data.mr_phantom import generate_mr_dataset
+
+    generate_mr_dataset(SynthSettings(**{**synth, "out_dir": root}))
+    meta = json.loads((root / "dataset.json").read_text())
+    images = [e["image"] for e in meta["training"]] + list(meta["test"]) + list(meta["unlabeled"])
+    for name in images:
+        scan = nib.load(root / name)
+        first = np.asarray(scan.dataobj, np.float32)
+        stacked = np.stack([first, 10 * np.sqrt(first)], axis=-1)
+        nib.save(nib.Nifti1Image(stacked, scan.affine), root / name)
+    meta["modality"] = {"0": "MR", "1": "MR"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def _assert_inference_prepares_a_scan_as_preprocessing_did(project, root):
     """The test scan through the model card's plan (inference) gives the preprocess stage's array to the bit: the N4
     bias correction and z-score are one function on both paths."""
     import numpy as np
@@ -148,8 +176,8 @@ def _assert_inference_prepares_a_scan_as_preprocessing_did(project):
     from pipeline.preprocess.run import transform_case
 
     bundle = load_bundle(project / "models" / "vnet3d" / "fold_0", torch.device("cpu"))
-    assert bundle.plan.bias_correction == (True,)
-    case = next(c for c in load_dataset(project / "data" / "phantom").cases if c.split == "test")
+    assert bundle.plan.bias_correction == (True,) * len(bundle.modalities)
+    case = next(c for c in load_dataset(root).cases if c.split == "test")
     image, affine, _ = read_case(case, set(bundle.labels.values), bundle.plan.checks)
     _, prepared, _ = transform_case(image, affine, None, bundle.plan)
     grid = json.loads((project / "models" / "vnet3d" / "fold_0" / "model_card.json").read_text())["plan"]

@@ -5,7 +5,10 @@ image/label pairs, ``test`` with images, ``modality``, ``labels`` as ``{"id": "n
 names files by convention (``imagesTr/CASE_0000.nii.gz``, ``labelsTr/CASE.nii.gz``, ``channel_names``,
 ``labels`` as ``{"name": id}``, ``file_ending``). Our extension, used by the phantoms: an optional
 ``unlabeled`` list (MSD) or ``imagesUnlabeled/`` folder (both), and ``labelsTs/`` ground truth for
-test images when present. Hidden files (``._*`` from macOS archives, as in the MSD tarballs) are ignored.
+test images when present. A multi-modal MSD dataset (``Task01_BrainTumour``, ``Task05_Prostate``) stores every
+channel of a case in one 4D file, ``(x, y, z, C)`` in the order of ``modality``; its cases carry
+``packed_channels = C`` and every reader splits the 4th axis (:func:`pipeline.data.nifti.channel_volumes`).
+Hidden files (``._*`` from macOS archives, as in the MSD tarballs) are ignored.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Case:
     images: tuple[Path, ...]
     label: Path | None
     split: Split
+    packed_channels: int = 1  # channels stored along the 4th axis of each image file (MSD multi-modal: all of them)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ def _load_msd(root: Path, meta: dict) -> Dataset:
     json_path = str(root / "dataset.json")
     modalities = tuple(str(v) for _, v in sorted(meta.get("modality", {"0": "CT"}).items(), key=lambda kv: int(kv[0])))
     labels = LabelRegistry.from_mapping({int(k): str(v) for k, v in meta.get("labels", {"0": "background"}).items()})
+    packed = len(modalities)  # MSD keeps every channel of a case in one (4D, when several) file
     problems: list[Problem] = []
     cases = []
     for split in ("training", "test", "unlabeled"):
@@ -112,9 +117,10 @@ def _load_msd(root: Path, meta: dict) -> Dataset:
                 continue
             image = root / image
             if split == "training":
-                cases.append(Case(nifti_stem(image), (image,), root / label, "train"))
+                cases.append(Case(nifti_stem(image), (image,), root / label, "train", packed))
             else:
-                cases.append(Case(nifti_stem(image), (image,), _test_label(root, image) if split == "test" else None, split))
+                test_label = _test_label(root, image) if split == "test" else None
+                cases.append(Case(nifti_stem(image), (image,), test_label, split, packed))
     for case in cases:
         problems += _missing(case, json_path)
     problems += _orphans(

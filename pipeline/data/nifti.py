@@ -302,6 +302,25 @@ def squeeze_to_3d(loaded: LoadedNifti, case: str | None = None) -> np.ndarray:
     return data
 
 
+def channel_volumes(loaded: LoadedNifti, channels: int = 1, case: str | None = None) -> list[np.ndarray]:
+    """The 3D volume of each channel a file holds: one (:func:`squeeze_to_3d`), or ``channels`` along its 4th axis, as
+    a multi-modal MSD image stores them (rows G8).
+
+    Raises:
+        InvalidInputError: a shape that is not a 3D volume, or not ``(x, y, z, channels)`` when several are expected.
+    """
+    if channels == 1:
+        return [squeeze_to_3d(loaded, case)]
+    data = loaded.data
+    if data.ndim != 4 or data.shape[3] != channels or min(data.shape[:3]) < 2:
+        reason = (
+            f"expected a 4D image (x, y, z, {channels}) holding one volume for each of the {channels} channels "
+            f"(dataset.json's 'modality', or the models' inputs), got shape {data.shape}"
+        )
+        raise InvalidInputError(loaded.path, reason, case, "G8")
+    return [data[..., c] for c in range(channels)]
+
+
 def check_integer_labels(loaded: LoadedNifti, case: str | None = None) -> None:
     """Accept float label storage only when every value is an exact integer (row V2).
 

@@ -16,7 +16,7 @@ from pipeline.config import CheckSettings, VerifySettings
 from pipeline.data.header import DEFAULT_CHECKS, header_findings, same_grid
 from pipeline.data.labels import present_values
 from pipeline.data.layout import Case, Dataset, load_dataset
-from pipeline.data.nifti import LoadedNifti, check_integer_labels, read_nifti
+from pipeline.data.nifti import LoadedNifti, channel_volumes, check_integer_labels, read_nifti
 from pipeline.errors import DatasetError, InvalidInputError, Problem
 from pipeline.io_utils import write_json_atomic
 from pipeline.parallel import CaseJob, map_cases
@@ -128,7 +128,7 @@ class _CaseChecker:
             self.add(path, "F3", f"{mismatch}; read by content, outputs use the correct suffix", "warning")
         if loaded.trailing_bytes:
             self.add(path, "F7", f"{loaded.trailing_bytes} bytes or more past the declared voxel data; ignored", "warning")
-        loaded = self._squeeze_or_reject(loaded)
+        loaded = self._squeeze_or_reject(loaded, is_label)
         if loaded is not None and not self._check_header(loaded, is_label):
             return None
         return loaded
@@ -144,9 +144,18 @@ class _CaseChecker:
             usable &= finding.severity != "error"
         return usable
 
-    def _squeeze_or_reject(self, loaded: LoadedNifti) -> LoadedNifti | None:
-        """Row G8: squeeze a singleton 4th axis (if allowed); reject 2D and true 4D data."""
+    def _squeeze_or_reject(self, loaded: LoadedNifti, is_label: bool) -> LoadedNifti | None:
+        """Row G8: squeeze a singleton 4th axis (if allowed); keep a multi-modal MSD image's channel axis; reject 2D and
+        other 4D data."""
         shape = loaded.data.shape
+        packed = self.case.packed_channels
+        if packed > 1 and not is_label:  # the reader's rule for a multi-modal MSD image, reported instead of raised
+            try:
+                channel_volumes(loaded, packed, self.case.case_id)
+            except InvalidInputError as exc:
+                self.add(loaded.path, exc.code or "G8", exc.reason)
+                return None
+            return loaded
         if loaded.data.ndim == 4 and shape[3] == 1 and self.settings.allow_singleton_4d:
             self.add(loaded.path, "G8", f"4D with a singleton 4th axis {shape}: squeezed to 3D", "warning")
             return replace(loaded, data=loaded.data[..., 0])

@@ -27,7 +27,7 @@ import numpy as np
 from pipeline.config import PipelineConfig
 from pipeline.data.header import read_checked, same_grid
 from pipeline.data.layout import Case, load_dataset
-from pipeline.data.nifti import label_array, squeeze_to_3d
+from pipeline.data.nifti import channel_volumes, label_array
 from pipeline.errors import DatasetError, InvalidInputError, Problem
 from pipeline.evaluation.metrics import METRIC_NAMES, case_metrics
 from pipeline.evaluation.qc import (
@@ -104,7 +104,8 @@ def _score_case(cfg, case: Case, dataset, labels: dict[int, str], details: Path,
         row["risk"] = float(np.mean([u["entropy_boundary"] for u in row["uncertainty"].values()]))
     row["calibration"] = _calibration_sample(cfg, case, prediction, truth, truth_file.geometry.spacing, seed)
     if with_qc:
-        image = squeeze_to_3d(read_checked(case.images[0], case.case_id, cfg.checks), case.case_id)
+        loaded = read_checked(case.images[0], case.case_id, cfg.checks)
+        image = channel_volumes(loaded, case.packed_channels, case.case_id)[0]  # the first channel is shown
         window = display_window(image, dataset.is_ct)
         row["image"] = f"{case.case_id}.png"
         save_case_qc(details / "qc" / row["image"], image, truth_file.affine, prediction, truth, registry, case.case_id, window)

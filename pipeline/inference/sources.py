@@ -108,7 +108,7 @@ def read_scan(source: ScanSource, channels: int, series_uid: str | None = None, 
 
     Args:
         source: from :func:`discover_scans`.
-        channels: input channels the models expect (a single file gives one).
+        channels: input channels the models expect: a 3D file holds one, a 4D file ``(x, y, z, C)`` holds several.
         series_uid: the series to read from a DICOM folder holding several.
 
     Raises:
@@ -119,7 +119,8 @@ def read_scan(source: ScanSource, channels: int, series_uid: str | None = None, 
         image, affine = series.array[None].astype(np.float32), series.affine
     else:
         series = None
-        image, affine, _ = read_case(Case(source.name, (source.path,), None, "test"), set(), checks)
+        case = Case(source.name, (source.path,), None, "test", packed_channels=channels)  # several: one 4D file, as MSD
+        image, affine, _ = read_case(case, set(), checks)
     if image.shape[0] != channels:
         raise InvalidInputError(source.path, f"the models take {channels} channel(s); this scan has {image.shape[0]}")
     return Scan(source, image, affine, series)

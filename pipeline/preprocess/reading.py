@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.config import CheckSettings
 from pipeline.data.header import DEFAULT_CHECKS, read_checked, same_grid
 from pipeline.data.layout import Case
-from pipeline.data.nifti import LoadedNifti, label_array, squeeze_to_3d
+from pipeline.data.nifti import LoadedNifti, channel_volumes, label_array
 from pipeline.errors import InvalidInputError
 
 
@@ -30,19 +30,19 @@ def read_case(
     channels, first = [], None
     for path in case.images:
         loaded = read_checked(path, case.case_id, checks)
-        data = squeeze_to_3d(loaded, case.case_id)
-        if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-            raise InvalidInputError(path, f"{int((~np.isfinite(data)).sum())} NaN/Inf voxels", case.case_id, "V1")
-        if first is not None and (data.shape != channels[0].shape or not same_grid(loaded, first, checks)):
-            raise InvalidInputError(
-                path,
-                f"channel geometry differs from {case.images[0].name}: shape {data.shape} vs {channels[0].shape}, "
-                f"affine {np.round(loaded.affine, 4).tolist()} vs {np.round(first.affine, 4).tolist()}",
-                case.case_id,
-                "G8",
-            )
-        channels.append(data.astype(np.float32))
-        first = loaded if first is None else first
+        for data in channel_volumes(loaded, case.packed_channels, case.case_id):
+            if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+                raise InvalidInputError(path, f"{int((~np.isfinite(data)).sum())} NaN/Inf voxels", case.case_id, "V1")
+            if first is not None and (data.shape != channels[0].shape or not same_grid(loaded, first, checks)):
+                raise InvalidInputError(
+                    path,
+                    f"channel geometry differs from {case.images[0].name}: shape {data.shape} vs {channels[0].shape}, "
+                    f"affine {np.round(loaded.affine, 4).tolist()} vs {np.round(first.affine, 4).tolist()}",
+                    case.case_id,
+                    "G8",
+                )
+            channels.append(data.astype(np.float32))
+            first = loaded if first is None else first
     label = _read_label(case, first, channels[0].shape, declared_labels, checks) if case.label else None
     return np.stack(channels), first.affine, label
 

@@ -214,3 +214,14 @@ def test_spacing_tolerance_is_configurable(tmp_path):
     assert not any(
         p.code == "G2" for p in verify_dataset(root, VerifySettings(), checks=CheckSettings(spacing_tolerance_mm=0.05)).problems
     )
+
+
+def test_a_multimodal_msd_dataset_verifies_and_a_wrong_channel_count_is_named(tmp_path):
+    from tests.conftest import write_multimodal_msd
+
+    good = np.stack([make_volume(), make_volume(value=90)], axis=-1)
+    root = write_multimodal_msd(tmp_path / "Task05", {"ok": (good, make_label()), "three": (np.stack([good[..., 0]] * 3, -1),
+                                                                                              make_label())})  # fmt: skip
+    report = verify_dataset(root, VerifySettings(report=tmp_path / "r.json"))
+    assert [(p.case, p.code, p.severity) for p in report.problems] == [("three", "G8", "error")]
+    assert report.problems[0].path.endswith("three.nii.gz") and "(x, y, z, 2)" in report.problems[0].message
