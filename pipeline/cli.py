@@ -50,7 +50,11 @@ def _load(config: list[Path] | None, overrides: list[str] | None) -> PipelineCon
     bad = [o for o in overrides or [] if "=" not in o]
     if bad:
         raise ConfigError(f"unexpected argument(s) {bad}: overrides take the form section.key=value")
-    return load_config(config, overrides)
+    cfg = load_config(config, overrides)
+    from pipeline.runtime import pin_torch_threads
+
+    pin_torch_threads(cfg.base.torch_threads)
+    return cfg
 
 
 @app.command()

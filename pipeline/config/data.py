@@ -15,6 +15,9 @@ class BaseSettings(Section):
 
     seed: int = 0
     num_workers: int = Field(2, ge=0, description="worker processes for per-case work (0 = in-process)")
+    torch_threads: int = Field(
+        2, ge=0, description="torch intra-op threads of every stage: results depend on it (0 = one per core, as PyTorch)"
+    )
 
 
 class DataSettings(Section):
