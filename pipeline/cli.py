@@ -226,13 +226,17 @@ def evaluate(
     overrides: OverridesArg = None,
     stage_name: Annotated[str, typer.Option("--stage", help="DVC stage name recorded in MLflow")] = "evaluate",
 ) -> None:
-    """Score infer.out_dir against the test ground truth (Dice, IoU, HD95, NSD) and write the QC report."""
+    """Score infer.out_dir against the test ground truth (Dice, IoU, HD95, NSD) and write the QC report; without test
+    ground truth, report cross-validation's out-of-fold scores."""
     from pipeline.evaluation.run import evaluate_dataset
 
     cfg = _load(config, overrides)
     metrics = evaluate_dataset(cfg, stage_name)
     summary = {k: round(v, 4) for k, v in metrics.items() if k.endswith("_mean")}
-    typer.echo(f"evaluated {metrics['cases']} case(s): {summary}; wrote {cfg.evaluate.reports_dir}")
+    scored = f"{metrics['cases']} test case(s)"
+    if not metrics["cases"]:
+        scored = f"no test ground truth; out of fold, {metrics['oof_cases']} case(s)"
+    typer.echo(f"evaluated {scored}: {summary}; wrote {cfg.evaluate.reports_dir}")
 
 
 @app.command()

@@ -19,12 +19,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import PipelineConfig
+from pipeline.crossval.decisions import read_decisions
 from pipeline.data.header import read_checked, same_grid
 from pipeline.data.layout import Case, load_dataset
 from pipeline.data.nifti import channel_volumes, label_array
@@ -44,23 +46,27 @@ from pipeline.qa.outputs import load_probability_box, read_uncertainty_maps
 from pipeline.qa.uncertainty import organ_uncertainty
 from pipeline.tracking.mlflow_run import RunTracker, run_tags
 
+logger = logging.getLogger(__name__)
+
 SAMPLES_PER_CASE = 50_000
 UNCERTAINTY_COLUMNS = ("entropy_inside", "entropy_boundary")
 
 
 def evaluate_dataset(cfg: PipelineConfig, stage: str = "evaluate") -> dict[str, float]:
-    """Score every test case that has ground truth (``labelsTs``) against ``<infer.out_dir>/<case>.nii.gz``.
+    """Score every test case that has ground truth (``labelsTs``) against ``<infer.out_dir>/<case>.nii.gz``; with none,
+    report cross-validation's out-of-fold scores instead (``oof_*``, ``cases: 0``).
 
     Returns:
         The aggregate metrics written to ``metrics.json``.
 
     Raises:
-        DatasetError: no test case with ground truth, or missing/unreadable/misaligned predictions (all listed).
+        DatasetError: no test case with ground truth and no ``decisions.json``, or missing/unreadable/misaligned
+            predictions (all listed).
     """
     dataset = load_dataset(cfg.data.root)
     cases = [c for c in dataset.split("test") if c.label is not None]
     if not cases:
-        raise DatasetError([Problem(str(cfg.data.root), "F6", "error", "no test case with ground truth (labelsTs/)")])
+        return _out_of_fold_report(cfg, stage)
     labels = {lab.value: lab.name for lab in dataset.labels.foreground()}
     details = Path(cfg.evaluate.reports_dir) / "details"
     rows, problems = [], []
@@ -73,6 +79,31 @@ def evaluate_dataset(cfg: PipelineConfig, stage: str = "evaluate") -> dict[str, 
     aggregate = {**aggregate_metrics(rows, labels), **trust_metrics(rows, details)}
     _write_outputs(cfg, rows, aggregate, details)
     _track(cfg, stage, cases, aggregate, details)
+    return aggregate
+
+
+def _out_of_fold_report(cfg: PipelineConfig, stage: str) -> dict[str, float]:
+    """Without test ground truth (every MSD task: ``imagesTs`` has no labels), the scores to go by are cross-validation's:
+    the chosen candidate's out-of-fold Dice and calibration, reported as ``oof_*`` beside ``cases: 0``.
+
+    Raises:
+        DatasetError: no ``decisions.json`` either, so there is nothing to report.
+    """
+    try:
+        decisions = read_decisions(cfg.crossval.decisions)
+    except InvalidInputError as exc:
+        reason = f"no test case with ground truth (labelsTs/), and no out-of-fold scores to report instead: {exc}"
+        raise DatasetError([Problem(str(cfg.data.root), "F6", "error", reason)]) from None
+    logger.warning(
+        "no test case of %s has ground truth (labelsTs/): %s holds cross-validation's out-of-fold scores (oof_*) of %d case(s)",
+        cfg.data.root, Path(cfg.evaluate.reports_dir) / "metrics.json", decisions.cases,
+    )  # fmt: skip
+    scores = decisions.scores["chosen+postprocessing"]
+    aggregate = {"cases": 0, "oof_cases": decisions.cases, **{f"oof_{k}": v for k, v in scores.items()}}
+    aggregate.update({k: v for k, v in decisions.calibration.items() if k.startswith("oof_")})
+    details = Path(cfg.evaluate.reports_dir) / "details"
+    _write_outputs(cfg, [], aggregate, details)
+    _track(cfg, stage, [], aggregate, details)
     return aggregate
 
 

@@ -99,3 +99,15 @@ def test_export_writes_viewer_files_for_each_prediction(two_test_cases, tmp_path
     shutil.rmtree(tmp_path / "pred")
     with pytest.raises(DatasetError, match="T7"):
         export_dataset(_config(two_test_cases, tmp_path))
+
+
+def test_without_test_ground_truth_the_missing_decisions_are_named_and_nothing_is_written(two_test_cases, tmp_path):
+    unlabelled = tmp_path / "msd"
+    shutil.copytree(two_test_cases, unlabelled, ignore=shutil.ignore_patterns("labelsTs"))
+    cfg = _config(unlabelled, tmp_path, reports_dir=tmp_path / "reports")
+    cfg.crossval.decisions = tmp_path / "no" / "decisions.json"
+    with pytest.raises(DatasetError) as failed:
+        evaluate_dataset(cfg)
+    message = str(failed.value)
+    assert "no test case with ground truth (labelsTs/)" in message and str(cfg.crossval.decisions) in message
+    assert not (tmp_path / "reports" / "metrics.json").exists()
