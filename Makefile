@@ -12,11 +12,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 setup: $(STAMP)
 
 # torch is installed first and pinned, so pip never resolves a bare `torch` to multi-GB CUDA wheels.
-$(STAMP): pyproject.toml
+# Every other dependency is pinned by constraints.txt: the committed results depend on the library versions
+# (the same code and seeds, installed afresh with unpinned dependencies, trained other weights than the committed run).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c constraints.txt
 	touch $(STAMP)
 
 run: setup
