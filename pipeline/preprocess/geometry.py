@@ -4,9 +4,12 @@ Conventions (documented in the README):
 * arrays are indexed like their affine: (x, y, z) for volumes, (C, x, y, z) for channel stacks;
 * orientation to RAS uses nibabel's orientation transforms (flips and axis swaps only, so it is
   exact and invertible; an oblique grid keeps its rotation, as in MONAI's ``Orientation``);
-* resampling is done by SimpleITK in the voxel frame: the new grid covers the same field of view,
-  corner-aligned (first voxel edge on first voxel edge), at exactly the target spacing, with
-  nearest-voxel extrapolation past the far edge. The preprocessed affine is computed exactly from it.
+* resampling works in the voxel frame: the new grid covers the same field of view, corner-aligned
+  (first voxel edge on first voxel edge), at exactly the target spacing, with nearest-voxel
+  extrapolation past the far edge. The preprocessed affine is computed exactly from it. Preprocessing
+  resamples images and labels from each output voxel's 2 x 2 x 2 source neighbours
+  (:func:`resample_linear`, :func:`resample_labels`); restoring to the original grid and the other
+  interpolators use SimpleITK (:func:`resample_volume`), on the same grid mapping.
 """
 
 from __future__ import annotations
@@ -261,23 +264,106 @@ def _take_per_axis(array: np.ndarray, indices: list[np.ndarray]) -> np.ndarray:
 
 
 def resample_labels(label: np.ndarray, source_spacing, target_spacing, target_shape, num_classes: int) -> np.ndarray:
-    """Resample a label map as one-hot channels (linear) then argmax, one class at a time.
+    """Resample a label map as one-hot channels (linear) then argmax: ``resample_volume(one_hot, ..., "linear").argmax(0)``.
 
-    Equal to ``resample_volume(one_hot, ..., "linear").argmax(0)`` voxel for voxel (classes are visited in increasing
-    order and only a strictly larger value takes a voxel, as argmax keeps the first maximum; a class absent from the map
-    is 0 everywhere and never wins), but it holds one resampled channel and a running maximum instead of all C channels:
-    the peak memory of preprocessing no longer grows with the number of classes.
+    The one-hot channels are never built. Linear interpolation gives each output voxel the weighted vote of its 2 x 2 x 2
+    source neighbours (:func:`source_neighbours`), so each class present scores the trilinear weights of the neighbours
+    that hold it. Classes are visited in increasing order and only a strictly larger float32 score takes a voxel, as
+    argmax keeps the first maximum; a class absent from the map never wins. The work grows with the output grid, not the
+    source: on a CT-sized crop it replaces one full-volume SimpleITK pass per class.
     """
     dtype = label_dtype(num_classes)
-    best = np.full(tuple(int(n) for n in target_shape), -1.0, dtype=np.float32)
-    out = np.zeros(best.shape, dtype=dtype)
-    label = np.ascontiguousarray(label)  # once, not once per class (a reoriented or cropped label is a strided view)
+    target_shape = tuple(int(n) for n in target_shape)
+    taps = [linear_taps(*args) for args in zip(label.shape, source_spacing, target_spacing, target_shape)]
+    neighbours = source_neighbours(label, taps)
+    weights = {sides: _tap_weight(taps, sides) for sides in neighbours}
+    best = np.full(target_shape, -1.0, dtype=np.float32)
+    out = np.zeros(target_shape, dtype=dtype)
     for value in present_values(label):
-        channel = resample_volume((label == value).astype(np.float32), source_spacing, target_spacing, target_shape, "linear")
-        wins = channel > best
+        score = np.zeros(target_shape, dtype=np.float64)
+        for sides, values in neighbours.items():
+            score += np.where(values == value, weights[sides], 0.0)
+        score = score.astype(np.float32)
+        wins = score > best
         out[wins] = value
-        np.maximum(best, channel, out=best)
+        np.maximum(best, score, out=best)
     return out
+
+
+def resample_linear(volume: np.ndarray, source_spacing, target_spacing, target_shape, pointwise=None) -> np.ndarray:
+    """``resample_volume(pointwise(volume), ..., "linear")`` from the 2 x 2 x 2 source neighbours of each output voxel.
+
+    The same float32 values as SimpleITK's linear resampling: the neighbours are interpolated in float64 in ITK's order
+    (along z, the fastest axis of the array ITK sees, then y, then x) and rounded to float32 once. The positions are
+    computed here rather than by ITK, so a value could differ in its last float32 bit where the float64 result lies
+    within a few float64 steps of a float32 rounding boundary (about one voxel in 10^8). A pointwise map (an intensity
+    normalisation) commutes with the gathering, so ``pointwise`` runs on the gathered neighbours only, never on the whole
+    source: a CT-sized crop is neither normalised in full nor copied into SimpleITK.
+
+    Differs from SimpleITK where an output voxel's centre falls exactly on the far edge of the source (index n - 0.5:
+    e.g. an odd number of slices halved), where ITK switches to nearest-neighbour extrapolation on every axis; here
+    linear interpolation with nearest extrapolation holds everywhere.
+    """
+    target_shape = tuple(int(n) for n in target_shape)
+    taps = [linear_taps(*args) for args in zip(volume.shape, source_spacing, target_spacing, target_shape)]
+    neighbours = source_neighbours(volume, taps)
+    if pointwise is not None:
+        neighbours = {sides: np.asarray(pointwise(values), dtype=np.float32) for sides, values in neighbours.items()}
+    distance = []
+    for axis in range(3):
+        along = [1, 1, 1]
+        along[axis] = -1
+        distance.append(taps[axis][2].reshape(along))
+
+    def lerp(low: np.ndarray, high: np.ndarray, axis: int) -> np.ndarray:
+        return low + (high - low) * distance[axis]
+
+    along_z = {(a, b): lerp(neighbours[(a, b, 0)].astype(np.float64), neighbours[(a, b, 1)], 2) for a in (0, 1) for b in (0, 1)}
+    along_y = {a: lerp(along_z[(a, 0)], along_z[(a, 1)], 1) for a in (0, 1)}
+    return lerp(along_y[0], along_y[1], 0).astype(np.float32)
+
+
+def source_neighbours(volume: np.ndarray, taps) -> dict[tuple[int, int, int], np.ndarray]:
+    """The 2 x 2 x 2 source neighbours of every output voxel: {(lower 0 / upper 1 tap along x, y, z): values on the output
+    grid}, gathered one axis at a time (each gather shrinks the data) from taps of :func:`linear_taps`.
+
+    The axis of largest stride goes first (NIfTI volumes are Fortran-ordered: whole planes are copied), and gathering is
+    done by indexing, which keeps the memory order (``np.take`` would write C order: a slow transposing copy).
+    """
+    first = int(np.argmax(np.abs(volume.strides)))
+    found: dict[tuple[tuple[int, int], ...], np.ndarray] = {(): volume}
+    for axis in [first, *(a for a in range(3) if a != first)]:
+        found = {
+            (*key, (axis, side)): values[(slice(None),) * axis + (taps[axis][side],)]
+            for key, values in found.items()
+            for side in (0, 1)
+        }
+    return {tuple(dict(key)[axis] for axis in range(3)): values for key, values in found.items()}
+
+
+def _tap_weight(taps, sides: tuple[int, int, int]) -> np.ndarray:
+    """The trilinear weight of one neighbour (lower tap = side 0, upper = 1 per axis) on the output grid."""
+    weight = np.ones((1, 1, 1))
+    for axis in range(3):
+        upper = taps[axis][2]
+        along = [1, 1, 1]
+        along[axis] = -1
+        weight = weight * (upper if sides[axis] else 1.0 - upper).reshape(along)
+    return weight
+
+
+def linear_taps(
+    n_source: int, source_spacing: float, target_spacing: float, n_target: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output index along one axis: the lower and upper source neighbours and the upper one's weight.
+
+    The grids are corner-aligned as in :func:`resample_volume`: output index j lies at source index
+    (j + 0.5) * target / source - 0.5, clamped to the first and last source voxel (nearest extrapolation).
+    """
+    position = np.clip((np.arange(n_target) + 0.5) * (float(target_spacing) / float(source_spacing)) - 0.5, 0, n_source - 1)
+    low = np.minimum(np.floor(position).astype(np.intp), max(n_source - 2, 0))
+    high = np.minimum(low + 1, n_source - 1)
+    return low, high, position - low
 
 
 def restore_label_map(label: np.ndarray, record: CaseGeometryRecord, num_classes: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from pipeline.data.header import DEFAULT_CHECKS
 from pipeline.data.layout import Case, Dataset, load_dataset
 from pipeline.errors import DatasetError, Problem
 from pipeline.io_utils import file_digest, save_npy_atomic, text_digest, write_json_atomic
-from pipeline.parallel import CaseJob, map_cases
+from pipeline.parallel import CaseJob, map_cases, thread_map
 from pipeline.planning.plans import Plans, read_plans
 from pipeline.preprocess.geometry import (
     CaseGeometryRecord,
@@ -33,6 +33,7 @@ from pipeline.preprocess.geometry import (
     ras_spacing,
     reorient_to_ras,
     resample_labels,
+    resample_linear,
     resample_volume,
     resampled_shape,
 )
@@ -147,11 +148,11 @@ def preprocess_case(case: Case, plan: Plan) -> dict:
     """
     case_dir = plan.out_dir / "cases" / case.case_id
     sources = [*case.images, *([case.label] if case.label else [])]
-    digests = {str(p): file_digest(p) for p in sources}
+    digests = dict(zip(map(str, sources), thread_map(file_digest, sources)))
     previous = _read_record(case_dir / "record.json")
     if previous and previous["config_digest"] == plan.digest and previous["source_digests"] == digests:
         return previous
-    image, affine, label = read_case(case, set(plan.declared_labels), plan.checks)
+    image, affine, label = read_case(case, set(plan.declared_labels), plan.checks, keep_integers=True)
     geometry, image, label = transform_case(image, affine, label, plan)
     save_npy_atomic(case_dir / "image.npy", image)
     if label is not None:
@@ -182,7 +183,7 @@ def transform_case(
     """Reorient, crop to the body, normalise and resample one case (training and inference alike).
 
     Args:
-        image: float32 (C, x, y, z) in scanner units (HU for CT).
+        image: float32 (C, x, y, z) in scanner units (HU for CT); CT may keep its integer storage type.
         affine: the image's RAS+ affine.
         label: uint8 (x, y, z) or ``None``.
         plan: target spacing, intensity statistics and settings.
@@ -191,6 +192,8 @@ def transform_case(
         (the geometry record that inverts it, float32 (C, x', y', z') image, uint8 label or ``None``).
     """
     s = plan.settings
+    if not plan.is_ct:  # MR statistics and N4 run on float32; CT is normalised pointwise, after cropping
+        image = image.astype(np.float32, copy=False)
     stacked = np.moveaxis(image, 0, -1)
     ras, ras_affine, to_ras = reorient_to_ras(stacked, affine)
     ras = np.moveaxis(ras, -1, 0)
@@ -203,11 +206,8 @@ def transform_case(
     box = tuple(slice(a, b) for a, b in zip(start, stop))
     cropped = ras[(slice(None), *box)]
     corrected = plan.bias_correction or (False,) * len(cropped)
-    normalised = np.stack(
-        [normalise_ct(c, plan.stats, s) if plan.is_ct else normalise_mr(c, spacing, corrected[i]) for i, c in enumerate(cropped)]
-    )
     shape = resampled_shape(cropped.shape[1:], spacing, plan.target_spacing)
-    out_image = resample_volume(normalised, spacing, plan.target_spacing, shape, s.image_interpolation).astype(np.float32)
+    out_image = np.stack([_resample_channel(c, plan, spacing, shape, corrected[i]) for i, c in enumerate(cropped)])
     out_label = None
     if ras_label is not None:
         out_label = resample_labels(ras_label[box], spacing, plan.target_spacing, shape, plan.num_classes)
@@ -223,6 +223,21 @@ def transform_case(
         crop_resampled_affine(ras_affine, start, spacing, plan.target_spacing),
     )
     return record, out_image, out_label
+
+
+def _resample_channel(channel: np.ndarray, plan: Plan, spacing, shape, bias_correction: bool) -> np.ndarray:
+    """Normalise and resample one cropped channel to the plan's grid (float32).
+
+    CT normalisation is pointwise, so with linear resampling it runs on the gathered neighbours of the output grid only
+    (:func:`resample_linear`); MR normalisation needs the whole channel (foreground statistics, N4) and runs first.
+    """
+    s = plan.settings
+    if s.image_interpolation != "linear":
+        normalised = normalise_ct(channel, plan.stats, s) if plan.is_ct else normalise_mr(channel, spacing, bias_correction)
+        return resample_volume(normalised, spacing, plan.target_spacing, shape, s.image_interpolation).astype(np.float32)
+    if plan.is_ct:
+        return resample_linear(channel, spacing, plan.target_spacing, shape, lambda v: normalise_ct(v, plan.stats, s))
+    return resample_linear(normalise_mr(channel, spacing, bias_correction), spacing, plan.target_spacing, shape)
 
 
 def _remove_stale(folder: Path, keep: set[str]) -> None:

@@ -210,3 +210,12 @@ def test_n4_gives_the_same_bits_with_one_thread_or_many_and_leaves_non_positive_
     assert np.array_equal(results[0], results[1])
     shifted = scan - 300.0  # values <= 0 inside the mask: N4 (logarithms) does not apply
     assert np.array_equal(correct_bias_field(shifted, mask, (1.0, 1.0, 1.0)), shifted.astype(np.float32))
+
+
+def test_integer_comparison_with_a_threshold_equals_the_float_comparison():
+    from pipeline.preprocess.intensity import above
+
+    values = np.arange(-1030, 1030, dtype=np.int16)
+    for threshold in (-500, -500.5, -499.9, 0.0, 3.7, -40000.0, 40000.0, 32767.0, -32768.5):
+        assert np.array_equal(above(values, threshold), values.astype(np.float64) > threshold), threshold
+        assert np.array_equal(above(values.astype(np.float32), threshold), values > threshold), threshold
