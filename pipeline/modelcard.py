@@ -90,6 +90,7 @@ class ModelCard(BaseModel):
     modalities: tuple[str, ...]
     patch_size: tuple[int, ...]
     context_slices: int = 0
+    slice_axis: int = Field(2, ge=0, le=2, description="2D models: the axis slices are taken across (2 = axial)")
     target_spacing: tuple[float, float, float]
     preprocess: PreprocessSettings
     intensity: dict[str, float] | None = Field(None, description="CT foreground statistics used to normalise")

@@ -27,12 +27,13 @@ def stride_product(pools: Sizes | None, num_stages: int, dims: int) -> tuple[int
 
 
 class UNet2dSettings(Section):
-    """2D U-Net (Ronneberger et al.) trained on axial slices; 2.5D when ``context_slices`` > 0."""
+    """2D U-Net (Ronneberger et al.) trained on slices across ``slice_axis`` (axial by default); 2.5D when ``context_slices`` > 0."""
 
     name: Literal["unet2d"] = "unet2d"
     widths: tuple[int, ...] = Field((32, 64, 128, 256, 512), min_length=2)
     norm: Literal["batch", "instance", "none"] = "batch"
     context_slices: int = Field(0, ge=0, description="neighbouring slices each side stacked as channels (2.5D)")
+    slice_axis: int = Field(2, ge=0, le=2, description="the axis slices are taken across (planned: the coarsest; 2 = axial)")
     pools: Sizes | None = Field(None, description="per-level, per-axis pooling, pools[0] all ones (planned); null = 2x2")
     kernels: Sizes | None = Field(None, description="per-level, per-axis kernels (planned); null = 3x3")
 
@@ -73,6 +74,10 @@ class VNet3dSettings(Section):
     def context_slices(self) -> int:
         return 0
 
+    @property
+    def slice_axis(self) -> int:
+        return 2
+
     @model_validator(mode="after")
     def _check(self) -> VNet3dSettings:
         if len(self.convs) != len(self.widths):
@@ -94,6 +99,7 @@ class AutoencoderSettings(Section):
     kernel_size: int = Field(3, ge=1)
     norm: Literal["batch", "instance", "none"] = "instance"
     context_slices: int = Field(0, ge=0)
+    slice_axis: int = Field(2, ge=0, le=2, description="2D (unet2d) encoder: the axis slices are taken across")
     latent_channels: int = Field(8, ge=1, description="channels of z at the bottleneck (dim z << dim x)")
     sparsity_lambda: float = Field(1e-3, ge=0)
     noise: Literal["gaussian", "salt_pepper", "masking"] = "gaussian"
@@ -114,8 +120,8 @@ class AutoencoderSettings(Section):
     def _check(self) -> AutoencoderSettings:
         if self.encoder == "vnet3d" and len(self.convs) != len(self.widths):
             raise ValueError(f"convs {list(self.convs)} needs one entry per width {list(self.widths)}")
-        if self.encoder == "vnet3d" and self.context_slices:
-            raise ValueError("context_slices applies to the 2D (unet2d) encoder only")
+        if self.encoder == "vnet3d" and (self.context_slices or self.slice_axis != 2):
+            raise ValueError("context_slices and slice_axis apply to the 2D (unet2d) encoder only")
         check_topology(self.pools, self.kernels, len(self.widths), self.spatial_dims)
         return self
 
@@ -134,6 +140,10 @@ class NaturalImageSettings(Section):
     @property
     def context_slices(self) -> int:
         return 0
+
+    @property
+    def slice_axis(self) -> int:
+        return 2
 
 
 class FCNSettings(NaturalImageSettings):

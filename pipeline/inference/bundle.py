@@ -34,6 +34,7 @@ class ModelBundle:
     modalities: tuple[str, ...]
     patch_size: tuple[int, ...]
     context_slices: int
+    slice_axis: int = 2  # 2D models: the axis slices are taken across
     postprocessing: PostprocessingDecision = PostprocessingDecision(False, ())
     envelope: TrainingEnvelope | None = None  # what the training scans looked like (the input gate)
 
@@ -74,8 +75,8 @@ def load_bundle(folder: Path, device: torch.device, backend: str = "torch") -> M
     )
     decision = PostprocessingDecision.from_json(card.postprocessing) if card.postprocessing else PostprocessingDecision(False, ())
     return ModelBundle(
-        folder, network.to(device).eval(), plan, labels, card.modalities, card.patch_size, card.context_slices, decision,
-        card.envelope,
+        folder, network.to(device).eval(), plan, labels, card.modalities, card.patch_size, card.context_slices,
+        card.slice_axis, decision, card.envelope,
     )  # fmt: skip
 
 

@@ -172,6 +172,7 @@ def member_probabilities(predictor: Predictor, bundle: ModelBundle, prepared: np
             torch.flip(tensor, dims) if dims else tensor,
             patch_size=bundle.patch_size,
             context_slices=bundle.context_slices,
+            slice_axis=bundle.slice_axis,
             overlap=predictor.settings.overlap,
             autocast_dtype=predictor.amp_dtype,
             sw_batch_size=predictor.settings.sw_batch_size,

@@ -1,8 +1,8 @@
 """Sliding-window prediction of class probabilities for a whole preprocessed volume.
 
 3D models run MONAI's ``sliding_window_inference`` over (x, y, z) with Gaussian blending. 2D models
-run it over (x, y) for batches of axial slices, each with its ``context`` neighbours stacked as
-channels (zero outside the volume, exactly as in training).
+run it over batches of slices across their ``slice_axis`` (z: axial), each with its ``context`` neighbours
+stacked as channels (zero outside the volume, exactly as in training).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def predict_volume(
     autocast_dtype: torch.dtype | None = None,
     sw_batch_size: int = 4,
     sw_device: torch.device | None = None,
+    slice_axis: int = 2,
 ) -> torch.Tensor:
     """Predict softmax probabilities for one volume.
 
@@ -36,6 +37,7 @@ def predict_volume(
         sw_batch_size: windows per forward pass.
         sw_device: where the windows run (the model's device); ``None`` = the image's device. Windows
             are blended on the image's device, so a CPU image with a GPU ``sw_device`` stitches on the CPU.
+        slice_axis: the spatial axis 2D models slice across (0=x, 1=y, 2=z), as in training.
 
     Returns:
         (num_classes, x, y, z) float32 probabilities on the image's device.
@@ -53,6 +55,10 @@ def predict_volume(
 
     if len(patch_size) == 3:
         return run(image[None])[0]
+    if slice_axis != 2:  # the training data's order (training.data.in_slicing_order), and back
+        moved = predict_volume(model, image.movedim(slice_axis + 1, -1), patch_size, context_slices, overlap, slice_batch,
+                               autocast_dtype, sw_batch_size, sw_device)  # fmt: skip
+        return moved.movedim(-1, slice_axis + 1)
     channels, _, _, depth = image.shape
     padded = nn.functional.pad(image, (context_slices, context_slices))
     outputs = []

@@ -11,6 +11,8 @@
 * ``3d_lowres`` exists when the full-resolution patch covers under a quarter of the median image
   (the profile's ``lowres_coverage``; a half on the CPU profile): the spacing grows by 3 % steps (the
   anisotropic axes first) until it does.
+* ``2d`` slices across the grid's coarsest axis (:func:`slice_axis`; z when axes tie), its patch spanning the two
+  others, as nnU-Net's ``transpose_forward`` does.
 * Normalisation: CT by the dataset's foreground statistics; every other modality by a per-scan
   z-score inside a foreground mask (:func:`pipeline.preprocess.intensity.foreground_threshold`), after N4 bias-field
   correction in that mask. nnU-Net has no bias correction; on the brain MR phantom a bias hot spot brighter than a
@@ -82,6 +84,13 @@ def median_shape_at(spacings: np.ndarray, shapes: np.ndarray, target) -> np.ndar
 def network_widths(num_stages: int, base: int, cap: int) -> tuple[int, ...]:
     """Widths doubling from ``base`` per stage up to ``cap``."""
     return tuple(min(base * 2**i, cap) for i in range(num_stages))
+
+
+def slice_axis(spacing) -> int:
+    """The axis a 2D network slices across: the coarsest of the grid (nnU-Net's ``transpose_forward`` puts it first),
+    z when several tie, so an isotropic or axial dataset is sliced axially and thick sagittal slices sagittally."""
+    spacing = np.asarray(spacing, dtype=float)
+    return int(max(np.flatnonzero(np.isclose(spacing, spacing.max(), rtol=1e-6))))
 
 
 def plan_configuration(
@@ -194,17 +203,19 @@ def make_plans(data: PlanningInput, profile: HardwareProfile, bias_correction: s
         configurations["3d_lowres"] = lowres
     default_3d = "3d_lowres" if profile.prefer_lowres and "3d_lowres" in configurations else "3d_fullres"
     grid = configurations[default_3d]  # the 2D network trains on the grid of the profile's 3D choice
+    across = slice_axis(grid.spacing)
+    in_plane = [axis for axis in range(3) if axis != across]
     two_d = plan_configuration(
         "2d",
-        grid.spacing[:2],
-        grid.median_shape[:2],
+        [grid.spacing[a] for a in in_plane],
+        [grid.median_shape[a] for a in in_plane],
         profile,
         channels * (2 * data.context_slices + 1),
         data.num_classes,
         voxels,
         grid.data_identifier,
     )
-    configurations = {"2d": two_d.model_copy(update={"spacing": grid.spacing}), **configurations}
+    configurations = {"2d": two_d.model_copy(update={"spacing": grid.spacing, "slice_axis": across}), **configurations}
     return Plans(
         dataset=data.dataset,
         modalities=data.modalities,

@@ -66,6 +66,7 @@ class ConfigurationPlan(Frozen):
     max_epochs: int
     val_every: int
     estimated_activation_mb: float = Field(description="activation memory per sample of one training step (our estimate)")
+    slice_axis: int = Field(2, ge=0, le=2, description="2d: the axis slices are taken across, the grid's coarsest (2 = z)")
 
     @property
     def spatial_dims(self) -> int:

@@ -53,6 +53,8 @@ def apply_plan(cfg: PipelineConfig, plans: Plans | None = None) -> tuple[Pipelin
     model = _fill(cfg.model, planned_model_values(cfg.model.name, encoder, conf), "model", overrides)
     if (encoder or cfg.model.name) == "unet2d" and "context_slices" not in cfg.model.model_fields_set:
         model["context_slices"] = cfg.plan.context_slices
+    if (encoder or cfg.model.name) == "unet2d":
+        model.update(_fill(cfg.model, {"slice_axis": conf.slice_axis}, "model", overrides))
     train = _fill(cfg.train, {k: getattr(conf, k) for k in PLANNED_TRAIN_KEYS}, "train", overrides)
     dumped = cfg.model_dump(mode="json")
     dumped["model"].update(model)

@@ -5,8 +5,9 @@ every augmentation draw come from a generator seeded with those three numbers. S
 therefore identical with any number of DataLoader workers or DDP ranks, and a resumed run sees
 exactly the patches an uninterrupted run would have seen (RELIABILITY T3).
 
-A 2D model gets axial slices: a patch of ``(x, y)`` plus ``context_slices`` neighbours on each side
-stacked as channels (2.5D); the label is the centre slice. A 3D model gets ``(x, y, z)`` patches.
+A 2D model gets slices across its ``slice_axis`` (the plan's coarsest axis, z for axial scans): a patch of the two
+other axes plus ``context_slices`` neighbours on each side stacked as channels (2.5D); the label is the centre slice.
+A 3D model gets ``(x, y, z)`` patches.
 """
 
 from __future__ import annotations
@@ -141,6 +142,22 @@ def crop_with_padding(array: np.ndarray, start: np.ndarray, size: tuple[int, ...
     return out
 
 
+def in_slicing_order(case: CaseArrays, slice_axis: int) -> CaseArrays:
+    """The case with ``slice_axis`` moved last (views, no copy), so 2D patches are slices across it and their two axes
+    keep their order: nnU-Net's ``transpose_forward`` for a scan whose coarse axis is not z (e.g. thick sagittal slices)."""
+    if slice_axis == 2:
+        return case
+    order = [axis for axis in range(3) if axis != slice_axis] + [slice_axis]
+    moved = lambda array: None if array is None else np.moveaxis(array, slice_axis, -1)  # noqa: E731
+    return CaseArrays(
+        case.case_id,
+        np.moveaxis(case.image, slice_axis + 1, -1),
+        moved(case.label),
+        {value: voxels[:, order] for value, voxels in case.foreground.items()},
+        moved(case.instances),
+    )
+
+
 class PatchDataset(TorchDataset):
     """Foreground-oversampled random patches; ``len`` = samples per epoch (all ranks together).
 
@@ -153,6 +170,7 @@ class PatchDataset(TorchDataset):
         seed: base seed; call :meth:`set_epoch` before each epoch.
         transform: ``transform(sample, seed) -> sample`` applied to the tensors (augmentation).
         weight_map: ``weight_map(label) -> weights`` adds a per-voxel ``weight`` (e.g. U-Net border weights).
+        slice_axis: the axis 2D models slice across (:func:`in_slicing_order`); 2 = axial.
     """
 
     def __init__(
@@ -165,7 +183,10 @@ class PatchDataset(TorchDataset):
         seed: int,
         transform: Callable[[dict, int], dict] | None = None,
         weight_map: Callable[[np.ndarray], np.ndarray] | None = None,
+        slice_axis: int = 2,
     ) -> None:
+        if len(patch_size) == 2:
+            cases = [in_slicing_order(case, slice_axis) for case in cases]
         self.cases, self.patch_size, self.context = cases, tuple(patch_size), context_slices
         self.foreground_fraction, self.length, self.seed = foreground_fraction, samples_per_epoch, seed
         self.transform, self.weight_map, self.epoch = transform, weight_map, 0

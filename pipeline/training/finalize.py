@@ -135,6 +135,7 @@ def model_card(run: TrainingRun, best_epoch: int, metrics: dict, **extra) -> Mod
         modalities=tuple(run.manifest.modalities),
         patch_size=tuple(run.cfg.train.patch_size),
         context_slices=run.cfg.model.context_slices,
+        slice_axis=run.cfg.model.slice_axis,
         target_spacing=tuple(run.manifest.target_spacing),
         preprocess=run.cfg.preprocess.model_copy(update={"spacing_mm": tuple(run.manifest.target_spacing)}),
         intensity=_intensity_statistics(run.manifest.root),

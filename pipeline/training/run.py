@@ -78,5 +78,11 @@ class TrainingRun:
         tensor = torch.as_tensor(image, dtype=torch.float32).to(self.device)
         t = self.cfg.train
         return predict_volume(
-            self.bare_model, tensor, t.patch_size, self.cfg.model.context_slices, t.val_overlap, autocast_dtype=self.amp_dtype
+            self.bare_model,
+            tensor,
+            t.patch_size,
+            self.cfg.model.context_slices,
+            t.val_overlap,
+            autocast_dtype=self.amp_dtype,
+            slice_axis=self.cfg.model.slice_axis,
         )

@@ -166,7 +166,15 @@ def make_loader(
     augment = build_augmentation(cfg.augment, cfg.model.spatial_dims, with_label=cfg.model.name != "autoencoder")
     samples = t.iterations_per_epoch * t.batch_size * ctx.world_size
     dataset = PatchDataset(
-        cases, t.patch_size, cfg.model.context_slices, t.foreground_fraction, samples, cfg.base.seed, augment, weight_fn
+        cases,
+        t.patch_size,
+        cfg.model.context_slices,
+        t.foreground_fraction,
+        samples,
+        cfg.base.seed,
+        augment,
+        weight_fn,
+        slice_axis=cfg.model.slice_axis,
     )
     sampler = DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=False) if ctx.enabled else None
     loader = DataLoader(

@@ -101,7 +101,15 @@ class ReconstructionTask:
         if run.validation_batch is None:
             cases = [run.case(e) for e in run.val_entries]
             t = run.cfg.train
-            dataset = PatchDataset(cases, t.patch_size, run.cfg.model.context_slices, 0.0, self.validation_patches, seed=12345)
+            dataset = PatchDataset(
+                cases,
+                t.patch_size,
+                run.cfg.model.context_slices,
+                0.0,
+                self.validation_patches,
+                seed=12345,
+                slice_axis=run.cfg.model.slice_axis,
+            )
             run.validation_batch = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
         return run.validation_batch
 

@@ -44,3 +44,37 @@ def test_3d_prediction_tiles_a_volume_larger_than_the_window():
     probs = predict_volume(Threshold(), image, (8, 8, 8), overlap=0.25)
     assert probs.shape == (2, 20, 18, 9)
     assert (probs.argmax(0)[12:] == 1).all() and (probs.argmax(0)[:12] == 0).all()
+
+
+def test_2d_prediction_across_another_axis_equals_predicting_the_transposed_volume():
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.normal(size=(1, 9, 12, 10)).astype(np.float32))
+    torch.manual_seed(0)
+    network = torch.nn.Conv2d(3, 3, 3, padding=1)  # in-plane context: a wrong slicing order would show
+    for axis in (0, 1):
+        ours = predict_volume(network, image, (8, 8), context_slices=1, overlap=0.5, slice_axis=axis)
+        by_hand = predict_volume(network, image.movedim(axis + 1, -1), (8, 8), context_slices=1, overlap=0.5)
+        assert ours.shape == (3, 9, 12, 10)
+        assert torch.allclose(ours, by_hand.movedim(-1, axis + 1), atol=1e-6)
+    assert not torch.allclose(  # and slicing across x is not slicing across z
+        predict_volume(network, image, (8, 8), context_slices=1, slice_axis=0),
+        predict_volume(network, image, (8, 8), context_slices=1),
+    )
+
+
+def test_training_patches_across_x_are_sagittal_slices_with_their_label():
+    shape = (5, 12, 10)
+    coordinates = np.indices(shape)
+    image = (coordinates[0] * 10000 + coordinates[1] * 100 + coordinates[2]).astype(np.float32)[None]
+    label = (coordinates[1] > 5).astype(np.uint8)
+    case = CaseArrays("c", image, label, {1: np.argwhere(label == 1)})
+    for index in range(6):
+        sample = PatchDataset([case], (8, 6), 1, 1.0, 6, seed=0, slice_axis=0)[index]
+        centre, patch = sample["image"][1].numpy(), sample["label"][0].numpy()
+        inside = centre != 0  # padding outside the volume is 0
+        x = np.unique(centre[inside] // 10000)
+        assert len(x) == 1  # one sagittal slice ...
+        assert (sample["image"][0].numpy()[inside] // 10000 == x[0] - 1).all() or x[0] == 0  # ... its neighbours beside it
+        y, z = (centre // 100) % 100, centre % 100
+        assert (np.diff(y[:, 0][inside[:, 0]]) == 1).all() and (np.diff(z[0][inside[0]]) == 1).all()  # patch axes: (y, z)
+        assert np.array_equal(patch[inside], (y[inside] > 5).astype(np.uint8))

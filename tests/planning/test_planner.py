@@ -123,3 +123,27 @@ def test_a_training_config_takes_the_plan_and_records_explicit_overrides(tmp_pat
     with pytest.raises(ConfigError, match="3D"):
         apply_plan(PipelineConfig.model_validate({**raw, "model": {"name": "unet2d"}}))
     assert json.loads(path.read_text())["configurations"]["3d_fullres"]["patch_size"] == list(full.patch_size)
+
+
+def test_2d_slices_across_the_coarsest_axis_and_its_patch_spans_the_other_two():
+    # thick sagittal slices: 4 mm along x, 0.8 mm in the (y, z) plane, 40 x 256 x 200 voxels
+    plans = make_plans(_data([4.0, 0.8, 0.8], [40, 256, 200], n=12), get_profile("gpu24"))
+    two_d = plans.configurations["2d"]
+    assert plans.anisotropic_axis == 0 and two_d.slice_axis == 0
+    assert two_d.median_shape == (256, 200)  # the (y, z) plane, in that order
+    assert two_d.patch_size[0] >= two_d.patch_size[1] and max(two_d.patch_size) <= 256
+    # axial, isotropic and tied grids slice across z, as before
+    for spacing, shape in (([0.7, 0.7, 5.0], [512, 512, 30]), ([1.0, 1.0, 1.0], [48, 48, 48]), ([2.0, 1.0, 2.0], [40, 80, 40])):
+        assert make_plans(_data(spacing, shape, n=10), get_profile("gpu24")).configurations["2d"].slice_axis == 2
+
+
+def test_the_planned_slice_axis_reaches_the_2d_models_and_an_explicit_one_is_recorded(tmp_path):
+    plans = make_plans(_data([4.0, 0.8, 0.8], [40, 256, 200], n=12), get_profile("cpu"))
+    write_plans(plans, tmp_path / "plans.json")
+    base = {"plan": {"file": str(tmp_path / "plans.json"), "configuration": "2d"}}
+    cfg, overrides = apply_plan(PipelineConfig.model_validate({**base, "model": {"name": "unet2d"}}))
+    assert cfg.model.slice_axis == 0 and overrides == {}
+    pretrain = {"name": "autoencoder", "encoder": "unet2d"}
+    assert apply_plan(PipelineConfig.model_validate({**base, "model": pretrain}))[0].model.slice_axis == 0
+    cfg, overrides = apply_plan(PipelineConfig.model_validate({**base, "model": {"name": "unet2d", "slice_axis": 2}}))
+    assert cfg.model.slice_axis == 2 and overrides["model.slice_axis"] == "2 (planned 0)"
