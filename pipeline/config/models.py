@@ -27,7 +27,7 @@ def stride_product(pools: Sizes | None, num_stages: int, dims: int) -> tuple[int
 
 
 class UNet2dSettings(Section):
-    """2D U-Net (Ronneberger et al.) trained on slices across ``slice_axis`` (axial by default); 2.5D when ``context_slices`` > 0."""
+    """2D U-Net (Ronneberger et al.) on slices across ``slice_axis`` (axial by default); 2.5D when ``context_slices`` > 0."""
 
     name: Literal["unet2d"] = "unet2d"
     widths: tuple[int, ...] = Field((32, 64, 128, 256, 512), min_length=2)
