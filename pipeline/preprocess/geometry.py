@@ -295,8 +295,9 @@ def resample_linear(volume: np.ndarray, source_spacing, target_spacing, target_s
 
     The same float32 values as SimpleITK's linear resampling: the neighbours are interpolated in float64 in ITK's order
     (along z, the fastest axis of the array ITK sees, then y, then x) and rounded to float32 once. The positions are
-    computed here rather than by ITK, so a value could differ in its last float32 bit where the float64 result lies
-    within a few float64 steps of a float32 rounding boundary (about one voxel in 10^8). A pointwise map (an intensity
+    computed here rather than by ITK, so a value can differ in its last float32 bit where the float64 result lies on or
+    within a few float64 steps of a float32 rounding midpoint (exact halves; on the CT phantom 1-4 voxels of a few
+    million per case). A pointwise map (an intensity
     normalisation) commutes with the gathering, so ``pointwise`` runs on the gathered neighbours only, never on the whole
     source: a CT-sized crop is neither normalised in full nor copied into SimpleITK.
 
