@@ -17,8 +17,6 @@ from scipy import ndimage
 
 from pipeline.evaluation.metrics import dice_per_class
 
-FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
-
 
 @dataclass(frozen=True)
 class PostprocessingDecision:
@@ -35,32 +33,61 @@ class PostprocessingDecision:
         return cls(bool(payload["largest_component_foreground"]), tuple(int(v) for v in payload["largest_component_classes"]))
 
 
-def largest_component_mask(mask: np.ndarray) -> np.ndarray:
-    """``mask`` reduced to its largest 26-connected component (worked inside its bounding box)."""
-    if not mask.any():
-        return mask
-    box = ndimage.find_objects(mask.view(np.uint8))[0]
-    components, count = ndimage.label(mask[box], structure=FULL_CONNECTIVITY[tuple(slice(None) for _ in box)])
-    if count <= 1:
-        return mask
-    largest = int(np.bincount(components.ravel())[1:].argmax()) + 1
-    out = np.zeros_like(mask)
-    out[box] = components == largest
-    return out
-
-
 def apply_postprocessing(label: np.ndarray, decision: PostprocessingDecision) -> np.ndarray:
-    """Apply a decision to a label map: voxels outside the kept components become background."""
-    out = label
+    """Apply a decision to a label map: voxels outside the kept components become background.
+
+    Each step labels components inside the bounding box of its mask only (a CT-sized mask's organs fill a small part
+    of the scan). Components are 26-connected (8 in 2D); of equally large components the one whose first voxel comes
+    first in raster order is kept, whatever the memory order. Returns ``label`` itself when nothing is decided, otherwise
+    a copy in the same memory order.
+    """
+    if not decision.foreground and not decision.classes:
+        return label
+    out = label.copy(order="K")  # keeps a Fortran-ordered mask Fortran-ordered (cheap to write)
     if decision.foreground:
-        out = np.where(largest_component_mask(label > 0), label, 0).astype(label.dtype)
+        _keep_largest_component(out, out > 0)
     for value in decision.classes:
-        mask = out == value
-        kept = largest_component_mask(mask)
-        if kept is not mask:
-            out = out.copy() if out is label else out
-            out[mask & ~kept] = 0
+        _keep_largest_component(out, out == value)
     return out
+
+
+def _keep_largest_component(label: np.ndarray, mask: np.ndarray) -> None:
+    """In place: clear the voxels of ``mask`` outside its largest connected component."""
+    box = _bounding_box(mask)
+    if box is None:
+        return
+    mask = mask[box]
+    along_memory = mask.strides[0] < mask.strides[-1]  # Fortran-like (a restored mask): label the transposed view, which
+    structure = np.ones((3,) * mask.ndim, dtype=bool)  # runs along memory (2.5x faster); connectivity is symmetric
+    components, count = ndimage.label(mask.T if along_memory else mask, structure=structure)
+    if count <= 1:
+        return
+    components = components.T if along_memory else components
+    label[box][mask & (components != _largest_component_id(components))] = 0
+
+
+def _largest_component_id(components: np.ndarray) -> int:
+    """The id of the largest component; on a tie, the one whose first voxel in raster (C) order of the axes comes first,
+    so the choice does not depend on how the components were numbered or the array is laid out."""
+    sizes = np.bincount(components.ravel(order="K"))[1:]
+    tied = np.flatnonzero(sizes == sizes.max()) + 1
+    if len(tied) == 1:
+        return int(tied[0])
+    firsts = [int(np.flatnonzero((components == k).ravel(order="C"))[0]) for k in tied]
+    return int(tied[int(np.argmin(firsts))])
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every true voxel of ``mask`` (``None`` if there is none); each axis's projection is
+    taken inside the range already found on the previous axes (``ndimage.find_objects`` is about 10x slower here)."""
+    box = [slice(None)] * mask.ndim
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hit = np.flatnonzero(mask[tuple(box)].any(axis=others))
+        if hit.size == 0:
+            return None
+        box[axis] = slice(int(hit[0]), int(hit[-1]) + 1)
+    return tuple(box)
 
 
 def mean_dice_per_class(predictions: list[np.ndarray], truths: list[np.ndarray], num_classes: int) -> np.ndarray:

@@ -45,11 +45,6 @@ class CaseGeometryRecord:
         """Shape of the RAS-oriented crop before resampling."""
         return tuple(b - a for a, b in zip(self.crop_start, self.crop_stop))
 
-    @property
-    def ras_shape(self) -> tuple[int, int, int]:
-        """Shape of the whole original volume after reorientation to RAS."""
-        return tuple(int(s) for s in nio.apply_orientation(np.empty(self.original_shape, dtype=bool), self.to_ras).shape)
-
     def to_json(self) -> dict:
         """JSON form (floats written with full precision, so the round trip is exact)."""
         return {
@@ -215,45 +210,84 @@ def restore_scalar_map(values: np.ndarray, record: CaseGeometryRecord, outside: 
     """Map one scalar map (x', y', z') on the preprocessed grid to the original grid: linear resampling onto the crop,
     ``outside`` beyond it, then the original axis order (probability channels, entropy, mutual information)."""
     cropped = resample_volume(values, record.target_spacing, record.source_spacing, record.cropped_shape, "linear")
-    full = np.full(record.ras_shape, outside, dtype=np.float32)
-    full[tuple(slice(a, b) for a, b in zip(record.crop_start, record.crop_stop))] = cropped
-    return undo_reorientation(full, record.to_ras)
+    return place_on_original_grid(cropped, record, outside)
+
+
+def place_on_original_grid(cropped: np.ndarray, record: CaseGeometryRecord, outside: float | int = 0) -> np.ndarray:
+    """``cropped`` (RAS-oriented, ``record.cropped_shape``) put back into the whole scan in the scan's own axis order,
+    ``outside`` everywhere else; the dtype of ``cropped``.
+
+    The result is Fortran-ordered, the order NIfTI stores voxels in, so :func:`pipeline.data.nifti.write_nifti` writes it
+    without a transposing copy (on a 512 x 512 x 300 mask about 2 s less). The crop is written through a RAS-oriented view
+    of it (flips and transposes only), so no whole-volume copy is made.
+    """
+    full = np.full(record.original_shape, outside, dtype=cropped.dtype, order="F")
+    ras_view = nio.apply_orientation(full, record.to_ras)
+    ras_view[tuple(slice(a, b) for a, b in zip(record.crop_start, record.crop_stop))] = cropped
+    return full
 
 
 def restore_argmax(probabilities: np.ndarray, record: CaseGeometryRecord) -> np.ndarray:
     """``restore_probabilities(probabilities, record).argmax(0)`` without building full-size probabilities.
 
-    Exact shortcut: a linearly interpolated value is a convex combination of its 2x2x2 coarse
-    neighbours, so where all of them have the same argmax k, the interpolated argmax is k as well.
-    Those neighbours lie in the 3x3x3 neighbourhood of the nearest coarse voxel; where that
-    neighbourhood is unanimous, the fine label is the coarse one. Only the remaining fine voxels
-    (near class boundaries) are interpolated, with the same corner-aligned mapping and nearest
-    extrapolation as :func:`resample_volume`. For a CT-sized scan this avoids C full-size float32
-    channels (about 4 GB for 4 classes at 512 x 512 x 300).
+    Exact shortcut: a linearly interpolated value is a convex combination of its 2x2x2 coarse neighbours (the cell
+    :func:`linear_taps` gives each fine voxel), so where all of them have the same argmax k, the interpolated argmax is k
+    as well. Only the fine voxels of mixed cells (near class boundaries) are interpolated, with the same corner-aligned
+    mapping and nearest extrapolation as :func:`resample_volume`. For a CT-sized scan this avoids C full-size float32
+    channels (about 4 GB for 4 classes at 512 x 512 x 300); about 5 % of its crop lies in mixed cells.
 
     Returns:
-        label map (:func:`pipeline.data.labels.label_dtype`) with ``record.original_shape`` (channel index =
-        label value; background outside the crop).
+        label map (:func:`pipeline.data.labels.label_dtype`) with ``record.original_shape``, Fortran-ordered
+        (:func:`place_on_original_grid`; channel index = label value; background outside the crop).
     """
     from scipy import ndimage
 
     dtype = label_dtype(probabilities.shape[0])
     coarse = probabilities.argmax(axis=0).astype(dtype)
-    unanimous = ndimage.maximum_filter(coarse, size=3, mode="nearest") == ndimage.minimum_filter(coarse, size=3, mode="nearest")
-    positions = [
-        (np.arange(n_fine) + 0.5) * (fine / coarse_spacing) - 0.5
-        for n_fine, fine, coarse_spacing in zip(record.cropped_shape, record.source_spacing, record.target_spacing)
+    taps = [
+        linear_taps(n_coarse, coarse_spacing, fine_spacing, n_fine)
+        for n_coarse, coarse_spacing, fine_spacing, n_fine in zip(
+            coarse.shape, record.target_spacing, record.source_spacing, record.cropped_shape
+        )
     ]
-    nearest = [np.clip(np.rint(p), 0, n - 1).astype(np.intp) for p, n in zip(positions, coarse.shape)]
-    cropped = _take_per_axis(coarse, nearest)  # = coarse[np.ix_(*nearest)], gathered one axis at a time (faster)
-    boundary = np.nonzero(_take_per_axis(~unanimous, nearest))
-    if boundary[0].size:
-        points = np.stack([positions[axis][index] for axis, index in enumerate(boundary)])
-        values = np.stack([ndimage.map_coordinates(channel, points, order=1, mode="nearest") for channel in probabilities])
-        cropped[boundary] = values.argmax(axis=0).astype(dtype)
-    full = np.zeros(record.ras_shape, dtype=dtype)
-    full[tuple(slice(a, b) for a, b in zip(record.crop_start, record.crop_stop))] = cropped
-    return np.ascontiguousarray(undo_reorientation(full, record.to_ras))
+    lows = [low for low, _, _ in taps]
+    # = coarse[np.ix_(*lows)], the cell's label where the cell is unanimous; gathered Fortran-ordered like the output
+    # (placing a C-ordered crop into it would transpose 50 M voxels of a CT-sized scan: 0.25 s more)
+    cropped = _take_per_axis(coarse.T, lows[::-1]).T
+    points = _fine_voxels_of_cells(np.argwhere(_mixed_cells(coarse)), lows)
+    if points[0].size:
+        positions = np.stack([low[index] + weight[index] for (low, _, weight), index in zip(taps, points)])
+        values = np.stack([ndimage.map_coordinates(channel, positions, order=1, mode="nearest") for channel in probabilities])
+        cropped[points] = values.argmax(axis=0).astype(dtype)
+    return place_on_original_grid(cropped, record)
+
+
+def _mixed_cells(coarse: np.ndarray) -> np.ndarray:
+    """Per 2x2x2 cell of ``coarse`` (indexed by its lower corner; one cell along an axis of length 1): not all equal."""
+    highest, lowest = coarse, coarse
+    for axis in range(coarse.ndim):
+        n = coarse.shape[axis]
+        if n > 1:
+            first, second = (slice(None),) * axis + (slice(0, n - 1),), (slice(None),) * axis + (slice(1, n),)
+            highest = np.maximum(highest[first], highest[second])
+            lowest = np.minimum(lowest[first], lowest[second])
+    return highest != lowest
+
+
+def _fine_voxels_of_cells(cells: np.ndarray, lows: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Indices (per axis) of every fine voxel whose cell (``lows[axis][index]``, non-decreasing) is one of ``cells``
+    (M, ndim): each cell's fine voxels form a box, enumerated here without scanning the fine grid."""
+    starts = [np.searchsorted(low, cells[:, axis], "left") for axis, low in enumerate(lows)]
+    counts = [np.searchsorted(low, cells[:, axis], "right") - start for axis, (low, start) in enumerate(zip(lows, starts))]
+    sizes = np.prod(np.stack(counts), axis=0) if len(cells) else np.zeros(0, dtype=np.intp)
+    owner = np.repeat(np.arange(len(cells)), sizes)
+    local = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    indices = []
+    for axis in reversed(range(len(lows))):  # the last axis varies fastest inside a cell
+        count = counts[axis][owner]
+        indices.append(starts[axis][owner] + local % count)
+        local = local // count
+    return tuple(reversed(indices))
 
 
 def _take_per_axis(array: np.ndarray, indices: list[np.ndarray]) -> np.ndarray:
@@ -310,11 +344,7 @@ def resample_linear(volume: np.ndarray, source_spacing, target_spacing, target_s
     neighbours = source_neighbours(volume, taps)
     if pointwise is not None:
         neighbours = {sides: np.asarray(pointwise(values), dtype=np.float32) for sides, values in neighbours.items()}
-    distance = []
-    for axis in range(3):
-        along = [1, 1, 1]
-        along[axis] = -1
-        distance.append(taps[axis][2].reshape(along))
+    distance = [_along(taps[axis][2], axis) for axis in range(3)]
 
     def lerp(low: np.ndarray, high: np.ndarray, axis: int) -> np.ndarray:
         return low + (high - low) * distance[axis]
@@ -347,10 +377,15 @@ def _tap_weight(taps, sides: tuple[int, int, int]) -> np.ndarray:
     weight = np.ones((1, 1, 1))
     for axis in range(3):
         upper = taps[axis][2]
-        along = [1, 1, 1]
-        along[axis] = -1
-        weight = weight * (upper if sides[axis] else 1.0 - upper).reshape(along)
+        weight = weight * _along(upper if sides[axis] else 1.0 - upper, axis)
     return weight
+
+
+def _along(values: np.ndarray, axis: int) -> np.ndarray:
+    """A per-index array of one axis shaped to broadcast along that axis of a 3D grid."""
+    shape = [1, 1, 1]
+    shape[axis] = -1
+    return values.reshape(shape)
 
 
 def linear_taps(

@@ -34,3 +34,64 @@ def test_decision_keeps_the_step_for_the_class_it_helps_and_not_for_the_class_it
     decision = decide_postprocessing([prediction], [truth], 3)
     assert decision == PostprocessingDecision(False, (1,))
     assert PostprocessingDecision.from_json(decision.to_json()) == decision
+
+
+def _reference_postprocessing(label: np.ndarray, decision: PostprocessingDecision) -> np.ndarray:
+    """The rule written plainly: label the whole map, keep the largest component (first in raster order on ties)."""
+    from scipy import ndimage
+
+    def largest(mask):
+        components, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+        if count <= 1:
+            return mask
+        sizes = [(components == k).sum() for k in range(1, count + 1)]
+        return components == 1 + int(np.argmax(sizes))
+
+    out = label.copy()
+    if decision.foreground:
+        out[~largest(out > 0)] = 0
+    for value in decision.classes:
+        out[(out == value) & ~largest(out == value)] = 0
+    return out
+
+
+def test_postprocessing_in_bounding_boxes_equals_labelling_the_whole_map():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for trial in range(6):
+        noise = ndimage.gaussian_filter(rng.normal(size=(30, 26, 18)), 1.5)
+        label = np.digitize(noise, np.quantile(noise, [0.55, 0.75, 0.9])).astype(np.uint8)  # islands of classes 1..3
+        decisions = (
+            PostprocessingDecision(True, ()),
+            PostprocessingDecision(False, (1, 3)),
+            PostprocessingDecision(True, (2, 3)),
+        )
+        for decision in decisions:
+            expected = _reference_postprocessing(label, decision)
+            assert np.array_equal(apply_postprocessing(label, decision), expected)
+            assert trial or not np.array_equal(expected, label)  # the step really removed islands
+
+
+def test_postprocessing_of_a_2d_map_uses_8_connectivity():
+    label = np.zeros((6, 6), dtype=np.uint8)
+    label[0:2, 0:2] = 1
+    label[2, 2] = 1  # touches the block at a corner: the same component in 2D
+    label[5, 5] = 1  # an island
+    out = apply_postprocessing(label, PostprocessingDecision(False, (1,)))
+    assert out[2, 2] == 1 and out[5, 5] == 0
+    assert apply_postprocessing(label, PostprocessingDecision(False, ())) is label
+
+
+def test_a_tie_between_equal_components_is_broken_the_same_way_in_either_memory_order():
+    label = np.zeros((12, 10, 8), dtype=np.uint8)
+    label[7:10, 1:4, 1:4] = 1  # 27 voxels, first in raster (x, y, z) order: (7, 1, 1)
+    label[1:4, 5:8, 4:7] = 1  # 27 voxels, first in raster order: (1, 5, 4), so this one is kept
+    label[1, 1, 1] = 2  # another class
+    decision = PostprocessingDecision(False, (1,))
+    expected = label.copy()
+    expected[7:10, 1:4, 1:4] = 0
+    for layout in (label, np.asfortranarray(label)):
+        out = apply_postprocessing(layout, decision)
+        assert np.array_equal(out, expected)
+        assert out.flags.f_contiguous == layout.flags.f_contiguous  # the mask keeps its memory order

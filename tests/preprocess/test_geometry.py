@@ -152,6 +152,38 @@ def test_restore_argmax_equals_the_argmax_of_the_restored_probabilities():
     assert len(np.unique(fast)) == 4  # every class occurs, so boundaries were really interpolated
 
 
+def test_fine_voxels_of_mixed_cells_are_those_whose_2x2x2_coarse_neighbours_disagree():
+    from pipeline.preprocess.geometry import _fine_voxels_of_cells, _mixed_cells, linear_taps
+
+    rng = np.random.default_rng(1)
+    coarse = (rng.random((7, 5, 1)) < 0.3).astype(np.uint8)  # a single-slice axis: one cell along it
+    taps = [linear_taps(n, 2.3, 0.9, m) for n, m in zip(coarse.shape, (17, 12, 3))]
+    lows, highs = [t[0] for t in taps], [t[1] for t in taps]
+    corners = [coarse[np.ix_(*(high if side else low for side, low, high in zip(sides, lows, highs)))]
+               for sides in itertools.product((0, 1), repeat=3)]  # fmt: skip
+    expected = np.max(corners, axis=0) != np.min(corners, axis=0)  # brute force, voxel by voxel
+    points = _fine_voxels_of_cells(np.argwhere(_mixed_cells(coarse)), lows)
+    found = np.zeros((17, 12, 3), dtype=bool)
+    found[points] = True
+    assert expected.any() and not expected.all()
+    assert np.array_equal(found, expected) and len(points[0]) == expected.sum()  # each voxel once
+
+
+def test_restored_label_maps_are_fortran_ordered_and_lie_on_the_scan():
+    from pipeline.preprocess.geometry import restore_argmax
+    from pipeline.preprocess.run import transform_case
+    from tests.inference.oracle import oblique_lps_affine, oracle_plan, oracle_scan
+
+    image, truth = oracle_scan(shape=(40, 36, 20))
+    affine = oblique_lps_affine(spacing=(0.9, 0.8, 2.5))
+    record, _, prepared_truth = transform_case(image[None], affine, truth, oracle_plan(affine, (1.8, 1.6, 2.5)))
+    one_hot = np.stack([prepared_truth == value for value in range(3)]).astype(np.float32)
+    label = restore_argmax(one_hot, record)
+    assert label.flags.f_contiguous and label.shape == truth.shape
+    for value in (1, 2):  # each organ back on its own voxels, in the scan's own (LPS, oblique) axes
+        assert dice(label == value, truth == value) > 0.9
+
+
 def test_class_by_class_label_resampling_equals_the_one_hot_argmax():
     from pipeline.preprocess.geometry import resample_labels, resample_volume
 
