@@ -46,14 +46,17 @@ def stage(func: Callable) -> Callable:
     return wrapper
 
 
-def _load(config: list[Path] | None, overrides: list[str] | None) -> PipelineConfig:
+def _load(config: list[Path] | None, overrides: list[str] | None, uses_torch: bool = True) -> PipelineConfig:
+    """The validated config; for a stage that computes with torch, its thread count pinned (``base.torch_threads``).
+    Stages without torch (``uses_torch=False``) do not import it, which saves a second or two per stage."""
     bad = [o for o in overrides or [] if "=" not in o]
     if bad:
         raise ConfigError(f"unexpected argument(s) {bad}: overrides take the form section.key=value")
     cfg = load_config(config, overrides)
-    from pipeline.runtime import pin_torch_threads
+    if uses_torch:
+        from pipeline.runtime import pin_torch_threads
 
-    pin_torch_threads(cfg.base.torch_threads)
+        pin_torch_threads(cfg.base.torch_threads)
     return cfg
 
 
@@ -64,7 +67,7 @@ def synth(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
     from pipeline.data.mr_phantom import generate_mr_dataset
     from pipeline.data.phantom import generate_phantom_dataset
 
-    cfg = _load(config, overrides)
+    cfg = _load(config, overrides, uses_torch=False)
     generate = generate_mr_dataset if cfg.synth.modality == "MR" else generate_phantom_dataset
     path = generate(cfg.synth, cfg.base.num_workers)
     typer.echo(f"wrote {path}")
@@ -76,7 +79,7 @@ def scenes(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
     """Generate the natural-scenes dataset (Pascal VOC layout) into scenes.out_dir."""
     from pipeline.data.scenes import generate_scenes
 
-    cfg = _load(config, overrides)
+    cfg = _load(config, overrides, uses_torch=False)
     root = generate_scenes(cfg.scenes)
     typer.echo(f"wrote {cfg.scenes.n_train} training and {cfg.scenes.n_val} validation scenes to {root}")
 
@@ -103,7 +106,7 @@ def verify(
     positional = [a for a in args or [] if "=" not in a]
     if len(positional) > 1:
         raise ConfigError(f"expected at most one DATASET_DIR, got {positional}")
-    cfg = _load(config, [a for a in args or [] if "=" in a])
+    cfg = _load(config, [a for a in args or [] if "=" in a], uses_torch=False)
     root = Path(positional[0]) if positional else cfg.data.root
     report = verify_dataset(root, cfg.verify, cfg.base.num_workers, cfg.checks)
     for problem in report.problems:
@@ -135,7 +138,7 @@ def preprocess(config: ConfigOption = None, overrides: OverridesArg = None) -> N
     """Reorient, crop, normalise and resample every case of data.root into preprocess.out_dir."""
     from pipeline.preprocess.run import preprocess_dataset
 
-    cfg = _load(config, overrides)
+    cfg = _load(config, overrides, uses_torch=False)
     path = preprocess_dataset(cfg)
     typer.echo(f"wrote {path}")
 

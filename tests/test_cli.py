@@ -41,6 +41,40 @@ def test_synth_verify_preprocess_through_the_cli(tmp_path):
     assert json.loads((pre / "fullres" / "dataset.json").read_text())["target_spacing"] == [8.0, 8.0, 10.0]
 
 
+TORCH_FREE_STAGES = """
+import sys
+from typer.testing import CliRunner
+from pipeline.cli import app
+out, report, *synth = sys.argv[1:]
+runner = CliRunner()
+codes = [runner.invoke(app, ["synth", *synth]).exit_code,
+         runner.invoke(app, ["verify", out, f"verify.report={report}", "base.num_workers=0"]).exit_code]
+print(codes, "torch" in sys.modules)
+"""
+
+
+def test_synth_and_verify_do_not_import_torch(tmp_path):
+    """Stages that compute nothing with torch skip importing it (and pinning its threads)."""
+    out = tmp_path / "ph"
+    s = tiny_synth_settings(out, n_labeled=1, n_test=0, n_unlabeled=0)
+    synth = [
+        f"synth.out_dir={out}",
+        "synth.n_labeled=1",
+        "synth.n_test=0",
+        "synth.n_unlabeled=0",
+        "synth.matrix=64",
+        f"synth.inplane_spacing_mm={list(s.inplane_spacing_mm)}",
+        f"synth.slice_spacing_mm={list(s.slice_spacing_mm)}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_STAGES, str(out), str(tmp_path / "v.json"), *synth],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split("\n")[-2] == "[0, 0] False", result.stdout + result.stderr
+
+
 def test_unknown_override_key_exits_2_with_key_named():
     result = runner.invoke(app, ["preprocess", "preprocess.no_such_key=1"])
     assert result.exit_code == 2

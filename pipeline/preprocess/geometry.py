@@ -99,18 +99,6 @@ def ras_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(out)
 
 
-def undo_reorientation(array: np.ndarray, to_ras: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`reorient_to_ras` for a spatial array (x, y, z)."""
-    return nio.apply_orientation(array, _invert_ornt(to_ras))
-
-
-def _invert_ornt(transform: np.ndarray) -> np.ndarray:
-    inverse = np.zeros_like(transform)
-    for src_axis, (dst_axis, flip) in enumerate(transform):
-        inverse[int(dst_axis)] = (src_axis, flip)
-    return inverse
-
-
 def bounding_box(mask: np.ndarray, margin: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Bounding box (start, stop) of ``mask`` grown by ``margin`` voxels per axis; whole array if empty."""
     if not mask.any():
@@ -403,6 +391,7 @@ def linear_taps(
 
 
 def restore_label_map(label: np.ndarray, record: CaseGeometryRecord, num_classes: int) -> np.ndarray:
-    """Map a preprocessed label map back to the original grid (one-hot, linear, argmax) as uint8 (uint16 above 255)."""
+    """Map a preprocessed label map back to the original grid as inference restores a prediction: its one-hot channels
+    through :func:`restore_argmax` (linear, argmax), as uint8 (uint16 above 255)."""
     one_hot = np.stack([(label == c).astype(np.float32) for c in range(num_classes)])
-    return restore_probabilities(one_hot, record).argmax(axis=0).astype(label_dtype(num_classes))
+    return restore_argmax(one_hot, record)
