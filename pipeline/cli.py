@@ -151,6 +151,7 @@ def train(
     stage_name: Annotated[str, typer.Option("--stage", help="DVC stage name recorded in MLflow")] = "train",
 ) -> None:
     """Train the configured model (e.g. -c configs/unet2d.yaml) on preprocess.out_dir; works under torchrun."""
+    from pipeline.planning.resolve import with_fold_folders
     from pipeline.training.engine import train_model
 
     cfg = _load(with_base_config(config), overrides)
@@ -162,7 +163,8 @@ def train(
     if metrics:
         dice = {k: round(v, 4) for k, v in metrics.items() if k.endswith("dice_mean")}
         typer.echo(f"trained {cfg.model.name} for {metrics['epochs']} epoch(s) in {metrics['train_minutes']} min; {dice}")
-        typer.echo(f"wrote {Path(cfg.train.out_dir) / 'model.pt'} and {Path(cfg.train.reports_dir) / 'metrics.json'}")
+        t = with_fold_folders(cfg).train  # the folders train_model wrote to
+        typer.echo(f"wrote {Path(t.out_dir) / 'model.pt'} and {Path(t.reports_dir) / 'metrics.json'}")
 
 
 @app.command()

@@ -72,6 +72,7 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
     )
     for stage in stages:
         assert f"Running stage '{stage}'" in first
+    assert "wrote models/unet2d/fold_0/model.pt and reports/train_unet2d/fold_0/metrics.json" in first
     manifest = json.loads((project / "data" / "preprocessed" / "fullres" / "dataset.json").read_text())
     assert len(manifest["cases"]) == 5
     plans = json.loads((project / "reports" / "plan" / "plans.json").read_text())
