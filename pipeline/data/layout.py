@@ -65,13 +65,13 @@ def load_dataset(root: Path, strict: bool = True) -> Dataset:
 
     Args:
         root: dataset folder.
-        strict: raise if any listed or expected file is missing (row F6).
+        strict: raise on any problem below.
 
     Returns:
-        The dataset; ``problems`` holds every missing or orphaned file (row F6).
+        The dataset; ``problems`` holds every missing or orphaned file (row F6) and label ids with gaps (row V9).
 
     Raises:
-        DatasetError: no/invalid dataset.json, or (strict) missing/orphaned files, all listed.
+        DatasetError: no/invalid dataset.json, or (strict) any of those problems, all listed.
     """
     root = Path(root)
     meta = _read_dataset_json(root)
@@ -84,7 +84,7 @@ def load_dataset(root: Path, strict: bool = True) -> Dataset:
             [Problem(str(root / "dataset.json"), "F6", "error", "neither MSD ('training') nor nnU-Net v2 ('channel_names')")]
         )
     if strict and dataset.problems:
-        raise DatasetError(list(dataset.problems), f"dataset {root} has missing or orphaned files")
+        raise DatasetError(list(dataset.problems), f"dataset {root} cannot be used as it is")
     return dataset
 
 
@@ -136,7 +136,20 @@ def _load_msd(root: Path, meta: dict) -> Dataset:
         "label without image or dataset.json entry",
     )
     problems += _duplicates(cases, json_path)
+    problems += _label_gaps(labels, json_path)
     return Dataset(root, str(meta.get("name", root.name)), "msd", modalities, labels, tuple(cases), tuple(problems))
+
+
+def _label_gaps(labels: LabelRegistry, json_path: str) -> list[Problem]:
+    """Row V9: declared label ids must be 0, 1, ..., N (nnU-Net v2's rule). The networks predict one channel per id
+    and every score is indexed by it, so a gap ({0, 1, 3}) would train and score a class that does not exist."""
+    declared = sorted(labels.values)
+    missing = sorted(set(range(declared[-1] + 1)) - set(declared))
+    if not missing:
+        return []
+    message = (f"label ids must be 0, 1, ..., N without gaps: 'labels' declares {declared}, missing {missing}; "
+               "renumber dataset.json and the label maps")  # fmt: skip
+    return [Problem(json_path, "V9", "error", message)]
 
 
 def _load_nnunetv2(root: Path, meta: dict) -> Dataset:
@@ -166,6 +179,7 @@ def _load_nnunetv2(root: Path, meta: dict) -> Dataset:
     expected_labels = {resolved(root / "labelsTr" / f"{c.case_id}{ending}") for c in cases if c.split == "train"}
     problems += _orphans(root, "labelsTr", expected_labels, "label without image")
     problems += _duplicates(cases, json_path)
+    problems += _label_gaps(labels, json_path)
     declared = meta.get("numTraining")
     n_train = sum(c.split == "train" for c in cases)
     if declared is not None and declared != n_train:

@@ -102,3 +102,33 @@ def test_a_case_id_in_both_training_and_test_sets_is_test_leakage(tmp_path):
     (problem,) = leaked.value.problems
     assert (problem.code, problem.case, problem.path) == ("F9", "b", str(root / "imagesTs" / "b_0000.nii.gz"))
     assert "test leakage" in problem.message and str(root / "imagesTr" / "b_0000.nii.gz") in problem.message
+
+
+@pytest.mark.parametrize("layout", ["msd", "nnunetv2"])
+def test_declared_label_ids_with_a_gap_are_refused_naming_the_missing_ids(tmp_path, layout):
+    """Row V9: {0, 1, 3} would train and score a class 2 that does not exist; verify lists it with every other problem."""
+    from pipeline.config import VerifySettings
+    from pipeline.data.verify import verify_dataset
+
+    root = write_msd(tmp_path / "ds", {"a": (make_volume(), make_label())})
+    meta = json.loads((root / "dataset.json").read_text())
+    if layout == "msd":
+        meta["labels"] = {"0": "background", "1": "liver", "3": "tumour"}
+    else:
+        (root / "imagesTr" / "a.nii.gz").rename(root / "imagesTr" / "a_0000.nii.gz")
+        meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "tumour": 3}, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError) as err:
+        load_dataset(root)
+    assert [(p.code, p.path) for p in err.value.problems] == [("V9", str(root / "dataset.json"))]
+    assert "declares [0, 1, 3], missing [2]" in str(err.value)
+    stray = root / "labelsTr" / "stray.nii.gz"
+    save(stray, make_label())
+    report = verify_dataset(root, VerifySettings())
+    assert {(p.code, p.path) for p in report.errors} >= {("V9", str(root / "dataset.json")), ("F6", str(stray))}
+    meta["labels"] = (
+        {"0": "background", "1": "liver", "2": "tumour"} if layout == "msd" else {"background": 0, "liver": 1, "tumour": 2}
+    )
+    (root / "dataset.json").write_text(json.dumps(meta))
+    stray.unlink()
+    assert load_dataset(root).labels.values == {0, 1, 2}
