@@ -14,18 +14,21 @@ from tests.conftest import tiny_synth_settings
 runner = CliRunner()
 
 
-def test_synth_verify_preprocess_through_the_cli(tmp_path):
-    out = tmp_path / "ph"
-    s = tiny_synth_settings(out, n_labeled=2, n_test=1, n_unlabeled=1)
-    overrides = [
+def _tiny_synth_overrides(out, **counts: int) -> list[str]:
+    """``segpipe synth`` overrides for a tiny phantom of ``counts`` (n_labeled, n_test, n_unlabeled) cases in ``out``."""
+    s = tiny_synth_settings(out, **counts)
+    return [
         f"synth.out_dir={out}",
-        "synth.n_labeled=2",
-        "synth.n_test=1",
-        "synth.n_unlabeled=1",
+        *(f"synth.{key}={value}" for key, value in counts.items()),
         "synth.matrix=64",
         f"synth.inplane_spacing_mm={list(s.inplane_spacing_mm)}",
         f"synth.slice_spacing_mm={list(s.slice_spacing_mm)}",
     ]
+
+
+def test_synth_verify_preprocess_through_the_cli(tmp_path):
+    out = tmp_path / "ph"
+    overrides = _tiny_synth_overrides(out, n_labeled=2, n_test=1, n_unlabeled=1)
     assert runner.invoke(app, ["synth", *overrides]).exit_code == 0
     result = runner.invoke(app, ["verify", str(out), f"verify.report={tmp_path / 'v.json'}", "base.num_workers=0"])
     assert result.exit_code == 0, result.output
@@ -56,16 +59,7 @@ print(codes, "torch" in sys.modules)
 def test_synth_and_verify_do_not_import_torch(tmp_path):
     """Stages that compute nothing with torch skip importing it (and pinning its threads)."""
     out = tmp_path / "ph"
-    s = tiny_synth_settings(out, n_labeled=1, n_test=0, n_unlabeled=0)
-    synth = [
-        f"synth.out_dir={out}",
-        "synth.n_labeled=1",
-        "synth.n_test=0",
-        "synth.n_unlabeled=0",
-        "synth.matrix=64",
-        f"synth.inplane_spacing_mm={list(s.inplane_spacing_mm)}",
-        f"synth.slice_spacing_mm={list(s.slice_spacing_mm)}",
-    ]
+    synth = _tiny_synth_overrides(out, n_labeled=1, n_test=0, n_unlabeled=0)
     result = subprocess.run(
         [sys.executable, "-c", TORCH_FREE_STAGES, str(out), str(tmp_path / "v.json"), *synth],
         capture_output=True,
