@@ -119,13 +119,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/compute_cpu.json"))
     args = parser.parse_args()
     from pipeline.runtime import pin_torch_threads
+    from pipeline.training.data import read_manifest
 
     rows = []
     for name in args.models:
         cfg = planned_config(name)
         pin_torch_threads(cfg.base.torch_threads)
-        in_channels = 2 * cfg.model.context_slices + 1 if cfg.model.spatial_dims == 2 else 1
-        num_classes = 4
+        manifest = read_manifest(cfg.preprocess.out_dir)  # the preprocessed data the network trains on
+        in_channels = len(manifest.modalities) * (2 * cfg.model.context_slices + 1)  # as training/setup.py builds it
+        num_classes = manifest.num_classes
         reference = None
         for variant in ["eager", *(v for v in args.variants if v != "eager")]:
             timing, weights, probabilities = run_variant(cfg, variant, args.steps, in_channels, num_classes)

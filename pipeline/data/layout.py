@@ -144,7 +144,7 @@ def _label_gaps(labels: LabelRegistry, json_path: str) -> list[Problem]:
     """Row V9: declared label ids must be 0, 1, ..., N (nnU-Net v2's rule). The networks predict one channel per id
     and every score is indexed by it, so a gap ({0, 1, 3}) would train and score a class that does not exist."""
     declared = sorted(labels.values)
-    missing = sorted(set(range(declared[-1] + 1)) - set(declared))
+    missing = sorted(set(range(max(declared, default=0) + 1)) - set(declared))  # no labels at all: 0 is missing
     if not missing:
         return []
     message = (f"label ids must be 0, 1, ..., N without gaps: 'labels' declares {declared}, missing {missing}; "

@@ -122,6 +122,10 @@ def test_declared_label_ids_with_a_gap_are_refused_naming_the_missing_ids(tmp_pa
         load_dataset(root)
     assert [(p.code, p.path) for p in err.value.problems] == [("V9", str(root / "dataset.json"))]
     assert "declares [0, 1, 3], missing [2]" in str(err.value)
+    (root / "dataset.json").write_text(json.dumps({**meta, "labels": {}}))
+    with pytest.raises(DatasetError, match=r"declares \[\], missing \[0\]"):
+        load_dataset(root)
+    (root / "dataset.json").write_text(json.dumps(meta))
     stray = root / "labelsTr" / "stray.nii.gz"
     save(stray, make_label())
     report = verify_dataset(root, VerifySettings())
