@@ -140,7 +140,9 @@ class PreprocessSettings(Section):
     crop_margin_mm: float = Field(5.0, ge=0)
     image_interpolation: Literal["linear", "bspline"] = "linear"
     mr_bias_correction: Literal["n4", "none"] | None = Field(
-        None, description="MR-like channels: N4 bias-field correction before the z-score; null = planned (n4)"
+        None,
+        description="MR-like channels: N4 bias-field correction before the z-score; null = planned (N4 on the channels "
+        "where the fingerprint's bias probe finds it makes the labelled classes more separable)",
     )
     include_unlabeled: bool = True
     intensity_samples_per_case: int = Field(20000, ge=100)

@@ -15,8 +15,11 @@
   others, as nnU-Net's ``transpose_forward`` does.
 * Normalisation: CT by the dataset's foreground statistics; every other modality by a per-scan
   z-score inside a foreground mask (:func:`pipeline.preprocess.intensity.foreground_threshold`), after N4 bias-field
-  correction in that mask. nnU-Net has no bias correction; on the brain MR phantom a bias hot spot brighter than a
-  lesion elsewhere was segmented as the lesion without it (``benchmarks/RESULTS.md``).
+  correction in that mask where the fingerprint's bias probe finds it makes the labelled classes more separable
+  (:func:`bias_correction_from_probe`). nnU-Net has no bias correction; on the brain MR phantom a bias hot spot brighter
+  than a lesion elsewhere was segmented as the lesion without it, and the probe keeps N4 there; on compact structures
+  told apart by intensity alone, N4 flattens the contrast (separation 0.28 -> 0.06) and the probe leaves it off
+  (``benchmarks/RESULTS.md``).
 
 One deliberate difference: ``2d`` is planned on the grid of the profile's 3D choice. On GPU profiles
 that is the full-resolution grid, as in nnU-Net. On the CPU profile, when ``3d_lowres`` exists, it
@@ -166,25 +169,36 @@ def lowres_spacings(fullres: np.ndarray, median_fullres: np.ndarray):
         yield spacing.copy(), np.asarray(fullres) / spacing * median_fullres
 
 
+def bias_correction_from_probe(probe: list[dict], modalities: tuple[str, ...]) -> tuple[str, ...]:
+    """Per channel, ``n4`` where the fingerprint's bias probe found the labelled classes more separable after N4 than
+    without (:func:`pipeline.preprocess.intensity.class_separation`), else ``none`` (nnU-Net's choice; also CT channels
+    and channels the probe did not measure)."""
+    measured = {i: p for i, p in enumerate(probe) if i < len(modalities) and p["channel"] == modalities[i]}
+    return tuple(
+        "n4" if channel.upper() != "CT" and i in measured and measured[i]["n4"] > measured[i]["none"] else "none"
+        for i, channel in enumerate(modalities)
+    )
+
+
 def normalisation_for(
-    modalities: tuple[str, ...], intensity: dict | None, bias_correction: str = "n4"
+    modalities: tuple[str, ...], intensity: dict | None, bias_correction: str | tuple[str, ...] = "n4"
 ) -> tuple[ChannelNormalisation, ...]:
     """CT channels by the dataset's foreground statistics; every other channel by a per-scan z-score in its foreground
-    mask, after ``bias_correction`` (``n4`` or ``none``)."""
+    mask, after ``bias_correction`` (``n4`` or ``none``; one value for every channel, or one per channel)."""
+    if isinstance(bias_correction, str):
+        bias_correction = (bias_correction,) * len(modalities)
     schemes = []
-    for channel in modalities:
+    for channel, correction in zip(modalities, bias_correction, strict=True):
         if channel.upper() == "CT":
             if intensity is None:
                 raise ValueError("a CT channel needs the fingerprint's foreground intensity statistics")
             schemes.append(ChannelNormalisation(channel=channel, scheme="ct", mask="none", **intensity))
         else:
-            schemes.append(
-                ChannelNormalisation(channel=channel, scheme="zscore", mask="foreground", bias_correction=bias_correction)
-            )
+            schemes.append(ChannelNormalisation(channel=channel, scheme="zscore", mask="foreground", bias_correction=correction))
     return tuple(schemes)
 
 
-def make_plans(data: PlanningInput, profile: HardwareProfile, bias_correction: str = "n4") -> Plans:
+def make_plans(data: PlanningInput, profile: HardwareProfile, bias_correction: str | tuple[str, ...] = "n4") -> Plans:
     """Plan ``2d``, ``3d_fullres`` and (when needed) ``3d_lowres`` for a dataset under a hardware profile."""
     spacing, aniso_axis = fullres_spacing(data.spacings, data.shapes_after_crop)
     median = median_shape_at(data.spacings, data.shapes_after_crop, spacing)

@@ -11,7 +11,7 @@ from pipeline.crossval.splits import write_splits
 from pipeline.data.layout import load_dataset
 from pipeline.errors import ConfigError
 from pipeline.io_utils import write_json_atomic
-from pipeline.planning.planner import PlanningInput, make_plans
+from pipeline.planning.planner import PlanningInput, bias_correction_from_probe, make_plans
 from pipeline.planning.plans import Plans, write_plans
 from pipeline.planning.profiles import get_profile
 from pipeline.preprocess.fingerprint import compute_fingerprint
@@ -60,7 +60,9 @@ def plan_dataset(cfg: PipelineConfig) -> Plans:
     )
     if s.mr_bias_correction is not None:
         overrides["preprocess.mr_bias_correction"] = s.mr_bias_correction
-    bias_correction = s.mr_bias_correction or "n4"
+    bias_correction = s.mr_bias_correction or bias_correction_from_probe(
+        fingerprint.get("bias_correction_probe", []), tuple(dataset.modalities)
+    )
     plans = make_plans(data, profile, bias_correction).model_copy(update={"overrides": overrides})
     labelled = [c.case_id for c in dataset.split("train") if c.label is not None]
     cv = cfg.crossval
@@ -90,6 +92,15 @@ def describe_plans(plans: Plans) -> str:
     if plans.overrides:
         lines.append(f"  overrides: {plans.overrides}")
     return "\n".join(lines)
+
+
+def describe_bias_probe(probe: list[dict]) -> str:
+    """One console line per probed channel: the class separation without and with N4 (the planned choice's evidence)."""
+    return "\n".join(
+        f"  bias probe, channel {i} {p['channel']} ({p['cases']} labelled cases): class separation {p['none']:.4g} "
+        f"without N4, {p['n4']:.4g} with it"
+        for i, p in enumerate(probe)
+    )
 
 
 def _mm(values) -> str:

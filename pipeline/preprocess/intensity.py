@@ -8,8 +8,11 @@ how much of the field of view the anatomy fills. A threshold above the noise pea
 floor from the tissue and does not depend on that fraction.
 
 MR intensities also drift across the field of view with the receive coil's sensitivity (the bias field): the same
-tissue can be 30 % brighter on one side of a scan, brighter than a lesion on the other. The plan therefore
-corrects MR-like channels with N4 (:func:`correct_bias_field`, SimpleITK) before the z-score.
+tissue can be 30 % brighter on one side of a scan, brighter than a lesion on the other. N4 (:func:`correct_bias_field`,
+SimpleITK) divides such a field out before the z-score. But a smooth field can also fit, and flatten, the contrast
+between a few compact structures that differ only in intensity. So the plan measures, on labelled training scans,
+whether N4 makes the labelled classes more separable (:func:`class_separation`, the fingerprint's bias probe), and
+corrects only the channels where it does.
 """
 
 from __future__ import annotations
@@ -95,6 +98,12 @@ def foreground_threshold(volume: np.ndarray, bins: int = 1024) -> float:
     and equals "non-zero" for a zero background. Without such a peak (the anatomy fills the view), it
     falls back to Otsu's threshold. Otsu alone is not used because with two tissues it splits them,
     not tissue from background.
+
+    Otsu's threshold must lie in a valley of the histogram (a density under :data:`VALLEY_FRACTION` of the tallest
+    peak's). When the background is a uniform non-noise level above the low end (a bright background tissue) and the
+    anatomy fills a few percent of the view, Otsu is pulled onto the flank of the background peak and would keep a
+    speckled third of the background. The tallest peak is then the background, and the threshold is the lowest point
+    of the smoothed histogram between it and the noise rule's threshold (where the background's tail meets the anatomy).
     """
     values = np.asarray(volume, dtype=np.float64).ravel()
     low, high = float(values.min()), float(np.percentile(values, 99.9))
@@ -102,11 +111,25 @@ def foreground_threshold(volume: np.ndarray, bins: int = 1024) -> float:
         return low
     counts, edges = np.histogram(values, bins=bins, range=(low, high))
     peak = int(np.argmax(counts))
-    if peak > NOISE_PEAK_RANGE * bins:
-        return otsu_threshold(values)
     above = np.nonzero(counts[peak:] < counts[peak] / 2)[0]
     half_width = (above[0] if above.size else 1) * (edges[1] - edges[0])
-    return float(edges[peak] + NOISE_WIDTHS * half_width)
+    above_peak = float(edges[peak] + NOISE_WIDTHS * half_width)
+    if peak <= NOISE_PEAK_RANGE * bins:
+        return above_peak
+    otsu = otsu_threshold(values)
+    width = max(3, int(round(half_width / (edges[1] - edges[0]))))
+    smooth = np.convolve(counts, np.ones(width) / width, mode="same")
+    if smooth[_bin_of(edges, otsu)] < VALLEY_FRACTION * smooth[peak]:
+        return otsu
+    stop = _bin_of(edges, above_peak)
+    return float(edges[peak + int(np.argmin(smooth[peak : stop + 1]))]) if stop > peak else above_peak
+
+
+VALLEY_FRACTION = 0.25  # Otsu's threshold is accepted where the histogram is under a quarter of its tallest peak
+
+
+def _bin_of(edges: np.ndarray, value: float) -> int:
+    return int(np.clip(np.searchsorted(edges, value) - 1, 0, len(edges) - 2))
 
 
 def foreground_mask(image: np.ndarray, is_ct: bool, body_threshold_hu: float) -> np.ndarray:
@@ -188,3 +211,29 @@ def normalise_mr(volume: np.ndarray, spacing=None, bias_correction: bool = False
     if bias_correction:
         volume = correct_bias_field(volume, mask, spacing)
     return normalise_zscore(volume, mask)
+
+
+def class_moments(volume: np.ndarray, label: np.ndarray, mask: np.ndarray, num_classes: int) -> list[list[float]]:
+    """Per class (0 .. ``num_classes - 1``): [voxels, sum, sum of squares] of ``volume`` inside ``mask`` (float64), the
+    sufficient statistics from which :func:`class_separation` pools several scans."""
+    values, labels = volume[mask].astype(np.float64), label[mask].astype(np.int64)
+    count = np.bincount(labels, minlength=num_classes)[:num_classes]
+    total = np.bincount(labels, weights=values, minlength=num_classes)[:num_classes]
+    squares = np.bincount(labels, weights=values**2, minlength=num_classes)[:num_classes]
+    return np.stack([count, total, squares], axis=1).tolist()
+
+
+def class_separation(moments) -> float:
+    """Fisher's ratio of pooled class moments (summed over scans): the between-class variance of the voxel values over
+    their within-class variance. Higher means the labelled structures differ more in intensity, consistently across
+    scans; 0 when fewer than two classes are present."""
+    moments = np.asarray(moments, dtype=np.float64).reshape(-1, 3)
+    present = moments[moments[:, 0] > 0]
+    if len(present) < 2:
+        return 0.0
+    count, total, squares = present.T
+    means = total / count
+    grand = total.sum() / count.sum()
+    between = float((count * (means - grand) ** 2).sum())
+    within = float((squares - count * means**2).sum())
+    return between / max(within, MIN_STD)
