@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import load_config, with_base_config
+from pipeline.planning.planner import network_input_channels
 from pipeline.planning.resolve import apply_plan
 
 WARMUP_STEPS = 2  # allocator warm-up; for ``compile`` these are the steps that compile
@@ -126,7 +127,7 @@ def main() -> None:
         cfg = planned_config(name)
         pin_torch_threads(cfg.base.torch_threads)
         manifest = read_manifest(cfg.preprocess.out_dir)  # the preprocessed data the network trains on
-        in_channels = len(manifest.modalities) * (2 * cfg.model.context_slices + 1)  # as training/setup.py builds it
+        in_channels = network_input_channels(len(manifest.modalities), cfg.model.context_slices)
         num_classes = manifest.num_classes
         reference = None
         for variant in ["eager", *(v for v in args.variants if v != "eager")]:

@@ -124,14 +124,11 @@ def verify(
 @stage
 def plan(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
     """Fingerprint data.root and plan spacing, normalisation, patch, batch, topology and steps into plan.file."""
-    from pipeline.planning.run import describe_bias_probe, describe_plans, plan_dataset
+    from pipeline.planning.run import describe_plans, plan_dataset
 
     cfg = _load(config, overrides)
     plans = plan_dataset(cfg)
     typer.echo(describe_plans(plans))
-    probe = json.loads((Path(cfg.plan.file).parent / "fingerprint.json").read_text()).get("bias_correction_probe")
-    if probe:
-        typer.echo(describe_bias_probe(probe))
     typer.echo(f"wrote {cfg.plan.file}")
 
 

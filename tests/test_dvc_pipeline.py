@@ -88,6 +88,7 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
         probe = json.loads((project / "reports" / "plan" / "fingerprint.json").read_text())["bias_correction_probe"]
         assert [(p["channel"], p["cases"]) for p in probe] == [("MR", 3), ("MR", 3)]
         assert all(p["none"] > 0 and p["n4"] > 0 for p in probe)
+        assert plans["bias_probe"] == probe  # the plan carries its evidence (printed by `segpipe plan`)
         assert {n["bias_correction"] for n in plans["normalisation"]} == {"n4"} and manifest["labels"]["2"] == "ventricles"
         _assert_inference_prepares_a_scan_as_preprocessing_did(project, root)
     assert json.loads((project / "reports" / "verify.json").read_text())["num_errors"] == 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.planning.planner import network_input_channels
+
 
 @torch.no_grad()
 def predict_volume(
@@ -65,7 +67,8 @@ def predict_volume(
     for start in range(0, depth, slice_batch):
         stop = min(start + slice_batch, depth)
         slabs = torch.stack([padded[..., z : z + 2 * context_slices + 1] for z in range(start, stop)])  # (B, C, x, y, k)
-        slabs = slabs.permute(0, 1, 4, 2, 3).reshape(stop - start, channels * (2 * context_slices + 1), *image.shape[1:3])
+        in_channels = network_input_channels(channels, context_slices)
+        slabs = slabs.permute(0, 1, 4, 2, 3).reshape(stop - start, in_channels, *image.shape[1:3])
         outputs.append(run(slabs))
     return torch.cat(outputs).permute(1, 2, 3, 0)
 

@@ -8,6 +8,8 @@
   network's activation estimate for ``reference_batch`` samples exceeds the profile's budget, the
   axis largest relative to the median shape shrinks by one pooling step.
 * Batch size: what the budget holds, at most 5 % of the dataset's voxels per step, at least 2.
+* Steps: the profile's, times :func:`step_scale` (on the CPU profile, up to 4x for a configuration whose step uses a
+  fraction of the budget; 1x on GPU profiles, which train nnU-Net's 250 x 1000 steps). Validation keeps its count.
 * ``3d_lowres`` exists when the full-resolution patch covers under a quarter of the median image
   (the profile's ``lowres_coverage``; a half on the CPU profile): the spacing grows by 3 % steps (the
   anisotropic axes first) until it does.
@@ -18,7 +20,7 @@
   correction in that mask where the fingerprint's bias probe finds it makes the labelled classes more separable
   (:func:`bias_correction_from_probe`). nnU-Net has no bias correction; on the brain MR phantom a bias hot spot brighter
   than a lesion elsewhere was segmented as the lesion without it, and the probe keeps N4 there; on compact structures
-  told apart by intensity alone, N4 flattens the contrast (separation 0.28 -> 0.06) and the probe leaves it off
+  told apart by intensity alone, N4 flattens the contrast (Fisher's ratio 1.989 -> 0.013) and the probe leaves it off
   (``benchmarks/RESULTS.md``).
 
 One deliberate difference: ``2d`` is planned on the grid of the profile's 3D choice. On GPU profiles
@@ -84,6 +86,12 @@ def median_shape_at(spacings: np.ndarray, shapes: np.ndarray, target) -> np.ndar
     return np.median(resampled, axis=0)
 
 
+def network_input_channels(channels: int, context_slices: int) -> int:
+    """Input channels of a network fed ``channels`` image channels: a 2.5D network (``context_slices`` = k) sees each on
+    its 2k + 1 neighbouring slices; a 3D one has k = 0. The one rule planning, training and inference share."""
+    return channels * (2 * context_slices + 1)
+
+
 def network_widths(num_stages: int, base: int, cap: int) -> tuple[int, ...]:
     """Widths doubling from ``base`` per stage up to ``cap``."""
     return tuple(min(base * 2**i, cap) for i in range(num_stages))
@@ -138,6 +146,9 @@ def plan_configuration(
     batch = round(budget / per_sample)
     cap_5pct = round(dataset_voxels * DATASET_FRACTION_PER_STEP / math.prod(topology.patch_size))
     batch = max(min(batch, cap_5pct), profile.min_batch)
+    scale = step_scale(budget, per_sample * batch, profile.max_step_scale)
+    epochs = profile.epochs_2d if dims == 2 else profile.epochs_3d
+    val_every = profile.val_every_2d if dims == 2 else profile.val_every_3d
     return ConfigurationPlan(
         name=name,
         data_identifier=data_identifier,
@@ -149,10 +160,17 @@ def plan_configuration(
         pools=topology.pools,
         kernels=topology.kernels,
         iterations_per_epoch=profile.iterations_per_epoch,
-        max_epochs=profile.epochs_2d if dims == 2 else profile.epochs_3d,
-        val_every=profile.val_every_2d if dims == 2 else profile.val_every_3d,
+        max_epochs=max(1, math.floor(epochs * scale)),
+        val_every=max(1, math.floor(val_every * scale)),
         estimated_activation_mb=round(per_sample, 3),
     )
+
+
+def step_scale(budget_mb: float, step_mb: float, max_scale: float) -> float:
+    """How many times the profile's steps a configuration trains: the budget over what one of its steps uses, between 1
+    and ``max_scale``. A step the 5 % batch cap or the median shape makes smaller than the budget then gets
+    proportionally more of them, so every configuration trains about the profile's compute, not its step count."""
+    return float(min(max(budget_mb / step_mb, 1.0), max_scale))
 
 
 def lowres_spacings(fullres: np.ndarray, median_fullres: np.ndarray):
@@ -173,11 +191,9 @@ def bias_correction_from_probe(probe: list[dict], modalities: tuple[str, ...]) -
     """Per channel, ``n4`` where the fingerprint's bias probe found the labelled classes more separable after N4 than
     without (:func:`pipeline.preprocess.intensity.class_separation`), else ``none`` (nnU-Net's choice; also CT channels
     and channels the probe did not measure)."""
-    measured = {i: p for i, p in enumerate(probe) if i < len(modalities) and p["channel"] == modalities[i]}
-    return tuple(
-        "n4" if channel.upper() != "CT" and i in measured and measured[i]["n4"] > measured[i]["none"] else "none"
-        for i, channel in enumerate(modalities)
-    )
+    helped = [p["n4"] > p["none"] and p["channel"] == channel for p, channel in zip(probe, modalities)]
+    helped += [False] * (len(modalities) - len(helped))
+    return tuple("n4" if n4 and channel.upper() != "CT" else "none" for n4, channel in zip(helped, modalities))
 
 
 def normalisation_for(
@@ -224,7 +240,7 @@ def make_plans(data: PlanningInput, profile: HardwareProfile, bias_correction: s
         [grid.spacing[a] for a in in_plane],
         [grid.median_shape[a] for a in in_plane],
         profile,
-        channels * (2 * data.context_slices + 1),
+        network_input_channels(channels, data.context_slices),
         data.num_classes,
         voxels,
         grid.data_identifier,

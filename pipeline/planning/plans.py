@@ -50,6 +50,16 @@ class ChannelNormalisation(Frozen):
         return "foreground" if value == "otsu" else value
 
 
+class BiasProbe(Frozen):
+    """The evidence for one channel's planned bias correction: Fisher's ratio of the labelled classes' intensities
+    (:func:`pipeline.preprocess.intensity.class_separation`) without and with N4, over ``cases`` labelled scans."""
+
+    channel: str
+    cases: int
+    none: float
+    n4: float
+
+
 class ConfigurationPlan(Frozen):
     """One trainable configuration: its grid, patch, batch, network topology and training length."""
 
@@ -89,6 +99,7 @@ class Plans(Frozen):
     configurations: dict[str, ConfigurationPlan]
     default_3d: ConfigurationName = Field(description="what `plan.configuration: 3d` means under this profile")
     overrides: dict[str, str] = Field(default_factory=dict, description="plan keys the user set explicitly")
+    bias_probe: tuple[BiasProbe, ...] = Field((), description="per probed channel, the bias probe's separations (not CT)")
 
     def configuration(self, name: str, source: Path | str = "plans.json") -> ConfigurationPlan:
         """The named configuration; ``3d`` means the profile's choice (``default_3d``).

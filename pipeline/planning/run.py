@@ -12,7 +12,7 @@ from pipeline.data.layout import load_dataset
 from pipeline.errors import ConfigError
 from pipeline.io_utils import write_json_atomic
 from pipeline.planning.planner import PlanningInput, bias_correction_from_probe, make_plans
-from pipeline.planning.plans import Plans, write_plans
+from pipeline.planning.plans import BiasProbe, Plans, write_plans
 from pipeline.planning.profiles import get_profile
 from pipeline.preprocess.fingerprint import compute_fingerprint
 
@@ -60,10 +60,10 @@ def plan_dataset(cfg: PipelineConfig) -> Plans:
     )
     if s.mr_bias_correction is not None:
         overrides["preprocess.mr_bias_correction"] = s.mr_bias_correction
-    bias_correction = s.mr_bias_correction or bias_correction_from_probe(
-        fingerprint.get("bias_correction_probe", []), tuple(dataset.modalities)
-    )
-    plans = make_plans(data, profile, bias_correction).model_copy(update={"overrides": overrides})
+    probe = fingerprint.get("bias_correction_probe", [])
+    bias_correction = s.mr_bias_correction or bias_correction_from_probe(probe, tuple(dataset.modalities))
+    plans = make_plans(data, profile, bias_correction)
+    plans = plans.model_copy(update={"overrides": overrides, "bias_probe": tuple(BiasProbe(**p) for p in probe)})
     labelled = [c.case_id for c in dataset.split("train") if c.label is not None]
     cv = cfg.crossval
     write_splits(labelled, cv.folds, cv.seed, cv.split_file, cv.custom_split)
@@ -91,16 +91,12 @@ def describe_plans(plans: Plans) -> str:
     lines.append(f"  `plan.configuration: 3d` trains {plans.default_3d}")
     if plans.overrides:
         lines.append(f"  overrides: {plans.overrides}")
+    lines += [
+        f"  bias probe, channel {i} {p.channel} ({p.cases} labelled cases): class separation {p.none:.4g} without N4, "
+        f"{p.n4:.4g} with it"
+        for i, p in enumerate(plans.bias_probe)
+    ]
     return "\n".join(lines)
-
-
-def describe_bias_probe(probe: list[dict]) -> str:
-    """One console line per probed channel: the class separation without and with N4 (the planned choice's evidence)."""
-    return "\n".join(
-        f"  bias probe, channel {i} {p['channel']} ({p['cases']} labelled cases): class separation {p['none']:.4g} "
-        f"without N4, {p['n4']:.4g} with it"
-        for i, p in enumerate(probe)
-    )
 
 
 def _mm(values) -> str:

@@ -12,10 +12,10 @@ from pipeline.parallel import CaseJob, map_cases, split_outcomes
 from pipeline.preprocess.geometry import crop_box, ras_spacing, reorient_to_ras
 from pipeline.preprocess.intensity import (
     IntensityStats,
+    channel_foreground,
     class_moments,
     class_separation,
     foreground_mask,
-    foreground_threshold,
     normalise_mr,
 )
 from pipeline.preprocess.reading import read_case
@@ -82,9 +82,10 @@ def bias_probe_moments(image: np.ndarray, label: np.ndarray, affine, start, stop
     spacing = ras_spacing(affine)
     moments: dict[str, list] = {"none": [], "n4": []}
     for channel in cropped:
-        inside = (channel > foreground_threshold(channel)) | (labels > 0)
+        foreground = channel_foreground(channel)
+        inside = foreground | (labels > 0)
         for scheme, corrected in (("none", False), ("n4", True)):
-            normalised = normalise_mr(channel, spacing, bias_correction=corrected)
+            normalised = normalise_mr(channel, spacing, bias_correction=corrected, mask=foreground)
             moments[scheme].append(class_moments(normalised, labels, inside, num_classes))
     return moments
 

@@ -140,7 +140,7 @@ def foreground_mask(image: np.ndarray, is_ct: bool, body_threshold_hu: float) ->
     """
     if is_ct:
         return above(image[0], body_threshold_hu)
-    return np.any([channel > foreground_threshold(channel) for channel in image], axis=0)
+    return np.any([channel_foreground(channel) for channel in image], axis=0)
 
 
 def above(values: np.ndarray, threshold: float) -> np.ndarray:
@@ -204,10 +204,15 @@ def correct_bias_field(volume: np.ndarray, mask: np.ndarray, spacing) -> np.ndar
     return (volume / np.exp(log_field)).astype(np.float32)
 
 
-def normalise_mr(volume: np.ndarray, spacing=None, bias_correction: bool = False) -> np.ndarray:
-    """Z-score one MR (or other non-CT) channel inside its foreground (:func:`foreground_threshold`), after
-    :func:`correct_bias_field` in that foreground when ``bias_correction`` (``spacing`` in mm then needed)."""
-    mask = volume > foreground_threshold(volume)
+def channel_foreground(volume: np.ndarray) -> np.ndarray:
+    """The voxels of one non-CT channel above its :func:`foreground_threshold`."""
+    return volume > foreground_threshold(volume)
+
+
+def normalise_mr(volume: np.ndarray, spacing=None, bias_correction: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
+    """Z-score one MR (or other non-CT) channel inside its foreground (``mask``, by default :func:`channel_foreground`),
+    after :func:`correct_bias_field` in that foreground when ``bias_correction`` (``spacing`` in mm then needed)."""
+    mask = channel_foreground(volume) if mask is None else mask
     if bias_correction:
         volume = correct_bias_field(volume, mask, spacing)
     return normalise_zscore(volume, mask)

@@ -18,6 +18,7 @@ from pipeline.crossval.splits import read_splits
 from pipeline.devices import amp_dtype_for, pick_device
 from pipeline.io_utils import text_digest
 from pipeline.models import build_model
+from pipeline.planning.planner import network_input_channels
 from pipeline.training.augment import build_augmentation
 from pipeline.training.checkpoint import flatten
 from pipeline.training.data import (
@@ -113,8 +114,7 @@ def build_run(cfg: PipelineConfig) -> TrainingRun:
         keep = np.random.default_rng(cfg.base.seed + 1).permutation(len(train_entries))[: t.labelled_cases]
         train_entries = [train_entries[i] for i in sorted(keep)]
     cases = [load_case(manifest, e, mmap=t.cache == "mmap") for e in train_entries]
-    context = cfg.model.context_slices
-    in_channels = len(manifest.modalities) * (2 * context + 1)
+    in_channels = network_input_channels(len(manifest.modalities), cfg.model.context_slices)
     model = build_model(cfg.model, in_channels, manifest.num_classes).to(device)
     if t.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last if cfg.model.spatial_dims == 2 else torch.channels_last_3d)

@@ -64,6 +64,23 @@ def test_three_tiny_cases_cap_the_batch_at_five_percent_of_the_dataset_but_never
     assert 362 / full.estimated_activation_mb > 5 and full.batch_size == 2
 
 
+def test_a_step_that_uses_part_of_the_budget_trains_more_steps_up_to_four_times_and_validates_as_often():
+    cpu = get_profile("cpu")
+    tiny = make_plans(_data([1.0, 1.0, 1.0], [40, 40, 30], n=3), cpu).configurations["3d_fullres"]
+    # batch 2 (the 5 % floor) x 31.3 MiB is 62.5 of the 362 MiB budget: 5.8x, capped at 4x
+    assert tiny.batch_size == 2 and 362 / (2 * tiny.estimated_activation_mb) > 4
+    assert (tiny.max_epochs, tiny.val_every, tiny.iterations_per_epoch) == (4 * 11, 4 * 2, 25)
+    small = make_plans(_data([1.0, 1.0, 1.0], [48, 48, 48], n=10), cpu).configurations["3d_fullres"]
+    scale = 362 / (2 * small.estimated_activation_mb)  # 2.68x
+    assert 2 < scale < 3 and (small.max_epochs, small.val_every) == (int(11 * scale), int(2 * scale)) == (29, 5)
+    # a batch that fills the budget keeps the profile's steps: 41 x 9.74 MiB of 400
+    full = make_plans(_data([0.8, 0.8, 0.8], [300, 300, 300], n=10), cpu).configurations["2d"]
+    assert 400 / (full.batch_size * full.estimated_activation_mb) < 1.01 and (full.max_epochs, full.val_every) == (14, 4)
+    # GPU profiles train nnU-Net's 250 x 1000 steps whatever the step uses
+    gpu = make_plans(_data([1.0, 1.0, 1.0], [40, 40, 30], n=3), get_profile("gpu24")).configurations["3d_fullres"]
+    assert (gpu.max_epochs, gpu.val_every) == (1000, 50)
+
+
 def test_thin_slabs_plan_a_two_d_like_three_d_patch():
     plans = make_plans(_data([0.8, 0.8, 0.8], [300, 300, 5], n=20), get_profile("gpu24"))
     full = plans.configurations["3d_fullres"]
@@ -147,3 +164,14 @@ def test_the_planned_slice_axis_reaches_the_2d_models_and_an_explicit_one_is_rec
     assert apply_plan(PipelineConfig.model_validate({**base, "model": pretrain}))[0].model.slice_axis == 0
     cfg, overrides = apply_plan(PipelineConfig.model_validate({**base, "model": {"name": "unet2d", "slice_axis": 2}}))
     assert cfg.model.slice_axis == 2 and overrides["model.slice_axis"] == "2 (planned 0)"
+
+
+def test_the_printed_plan_gives_the_bias_probes_evidence_per_channel():
+    from pipeline.planning.plans import BiasProbe
+    from pipeline.planning.run import describe_plans
+
+    plans = make_plans(_data([1.0, 1.0, 1.0], [48, 48, 48], modality="MR", n=4), get_profile("cpu"), "none")
+    plans = plans.model_copy(update={"bias_probe": (BiasProbe(channel="MR", cases=4, none=1.989, n4=0.0131),)})
+    lines = describe_plans(plans).splitlines()
+    assert lines[-1] == "  bias probe, channel 0 MR (4 labelled cases): class separation 1.989 without N4, 0.0131 with it"
+    assert "bias probe" not in describe_plans(make_plans(_data([1.0, 1.0, 1.0], [48, 48, 48], n=4), get_profile("cpu")))
