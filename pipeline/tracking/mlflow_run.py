@@ -9,6 +9,7 @@ artifact folder stay outside DVC's outputs (DVC deletes outputs before running a
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import subprocess
 from pathlib import Path
@@ -44,8 +45,37 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty.strip() else "")
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (the first ``model name`` line of ``cpuinfo``), else :func:`platform.processor`, else
+    ``unknown``."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_tags() -> dict[str, str]:
+    """What, besides seeds and steps, decides a CPU run's bits: the CPU model (oneDNN's convolution kernels block by
+    the CPU they run on, so two AVX-512 CPUs of different models train different weights, measured), the instruction
+    set PyTorch dispatches to, the torch thread count and the torch version. Two runs whose metrics differ with the
+    same commit and data can be told apart by these."""
+    import torch
+
+    return {
+        "segpipe_cpu": cpu_model(),
+        "segpipe_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "segpipe_torch_threads": str(torch.get_num_threads()),
+        "segpipe_torch_version": torch.__version__,
+    }
+
+
 def run_tags(stage: str, data_fingerprint: str) -> dict[str, str]:
-    """Tags every run carries: git commit, DVC stage, DVC experiment name, data fingerprint, and the owning process."""
+    """Tags every run carries: git commit, DVC stage, DVC experiment name, data fingerprint, the owning process and
+    the machine (:func:`machine_tags`)."""
     return {
         "git_commit": git_commit(),
         "dvc_stage": stage,
@@ -53,6 +83,7 @@ def run_tags(stage: str, data_fingerprint: str) -> dict[str, str]:
         "data_fingerprint": data_fingerprint,
         "segpipe_host": socket.gethostname(),
         "segpipe_pid": str(os.getpid()),
+        **machine_tags(),
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import TrackingSettings
-from pipeline.tracking.mlflow_run import RunTracker, git_commit, run_tags, tracking_uri
+from pipeline.tracking.mlflow_run import RunTracker, cpu_model, git_commit, run_tags, tracking_uri
 
 
 def test_default_store_is_an_absolute_sqlite_path(tmp_path, monkeypatch):
@@ -19,6 +19,22 @@ def test_tags_carry_commit_stage_experiment_and_fingerprint(tmp_path, monkeypatc
     assert tags["dvc_stage"] == "train_vnet3d" and tags["dvc_exp_name"] == "bushy-fern" and tags["data_fingerprint"] == "abc123"
     monkeypatch.chdir(tmp_path)  # not a git repository
     assert git_commit() == "unknown"
+
+
+def test_tags_name_the_cpu_its_instruction_set_and_the_thread_count(tmp_path):
+    import torch
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\nflags\t: avx2\n")
+    assert cpu_model(cpuinfo) == "AMD EPYC 9R14"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tags = run_tags("train_unet2d@0", "abc123")
+    finally:
+        torch.set_num_threads(threads)  # the rest of the suite runs with the process's own count
+    assert tags["segpipe_torch_threads"] == "1" and tags["segpipe_torch_version"] == torch.__version__
+    assert tags["segpipe_cpu_capability"] in {"DEFAULT", "AVX2", "AVX512", "NO AVX", "ZVECTOR", "VSX", "SVE256"}
 
 
 def test_disabled_tracker_writes_nothing(tmp_path, monkeypatch):
