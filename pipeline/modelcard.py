@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -100,7 +101,9 @@ class ModelCard(BaseModel):
     envelope: TrainingEnvelope | None = Field(None, description="what the training scans looked like (the input gate)")
     preprocess_config_digest: str = ""
     data_fingerprint: str = ""
-    best_epoch: int = 0
+    weights: Literal["best", "final"] = Field("best", description="train.weights: which epoch's weights these are")
+    kept_epoch: int = Field(0, description="the epoch of these weights (0 in cards written before train.weights)")
+    best_epoch: int = Field(0, description="the best validated epoch")
     metrics: dict[str, float | str | int] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     git_commit: str = "unknown"

@@ -55,6 +55,11 @@ class TrainSettings(Section):
         60.0, gt=0, description="guard: a run still short of its steps after this long fails (resume to continue)"
     )
     val_every: int = Field(2, ge=1)
+    weights: Literal["best", "final"] = Field(
+        "best",
+        description="the weights training ends with: best (the best validated epoch) or final (the last epoch, nnU-Net's "
+        "choice; a cross-validation fold keeps them, so its validation cases never select what out-of-fold scoring rates)",
+    )
     val_cases: int = Field(2, ge=1, description="training cases held out for validation (when train.fold is null)")
     fold: int | None = Field(
         None, ge=0, description="cross-validation fold: validate on its cases, train on the rest; outputs in .../fold_<k>"

@@ -68,23 +68,26 @@ class DetectionTask:
         prediction = detections.instances(run.cfg.model.mask_threshold).to(torch.device("cpu"))
         return ScoredImage(truth, prediction, detections.scores.cpu().numpy())
 
-    def finish(self, run: TrainingRun, state, tracker, best_epoch: int) -> dict:
-        """Score the best weights on the test images; rank 0 writes model, card, reports and overlays."""
+    def finish(self, run: TrainingRun, state, tracker, kept_epoch: int) -> dict:
+        """Score the kept weights (``train.weights``) on the test images; rank 0 writes model, card, reports and overlays."""
         test_entries = [e for e in run.manifest.split("test") if e.get("label")]
         test = self.validate(run, test_entries, "test") if run.cfg.train.evaluate_test and test_entries else {}
-        return finalize_detection(run, state, tracker, best_epoch, test, self) if run.ctx.is_main else {}
+        return finalize_detection(run, state, tracker, kept_epoch, test, self) if run.ctx.is_main else {}
 
 
-def finalize_detection(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test: dict, task) -> dict:
+def finalize_detection(run: TrainingRun, state, tracker: RunTracker, kept_epoch: int, test: dict, task) -> dict:
     """Mask R-CNN's end of run: ``model.pt``, card, metrics (COCO AP and mIoU), history, plots, curves and instance
     overlays, logged to MLflow. No ONNX or exported-program copy: its proposals and NMS are data-dependent."""
     t = run.cfg.train
     out_dir, reports = Path(t.out_dir), Path(t.reports_dir)
-    best = next(h for h in state.history if h["epoch"] == best_epoch)
-    metrics = {**run_summary(run.cfg.model.name, state, best_epoch), **{k: v for k, v in best.items() if k.startswith("val_")}}
+    kept = next(h for h in state.history if h["epoch"] == kept_epoch)
+    metrics = {
+        **run_summary(run.cfg.model.name, state, kept_epoch, run.cfg.train.weights),
+        **{k: v for k, v in kept.items() if k.startswith("val_")},
+    }
     metrics.update(test)
     save_state_dict(out_dir / "model.pt", run.bare_model)
-    write_model_card(model_card(run, best_epoch, metrics), out_dir / "model_card.json")
+    write_model_card(model_card(run, kept_epoch, metrics), out_dir / "model_card.json")
     write_json_atomic(reports / "metrics.json", metrics)
     write_json_atomic(reports / "details" / "history.json", state.history)
     write_json_atomic(reports / "plots" / "train.json", [{k: h[k] for k in ("epoch", "train_loss", "lr")} for h in state.history])

@@ -75,8 +75,8 @@ def train_model(cfg: PipelineConfig, stage: str = "train") -> dict:
     try:
         fit(run, state, tracker)
         barrier(run.ctx)  # rank 0 has written best.pt before any rank reads it
-        best_epoch = load_best_weights(run)
-        metrics = run.task.finish(run, state, tracker, best_epoch)
+        kept_epoch = load_best_weights(run) if cfg.train.weights == "best" else state.epoch
+        metrics = run.task.finish(run, state, tracker, kept_epoch)
     except BaseException:
         tracker.end("FAILED")
         shutdown(run.ctx)

@@ -48,15 +48,15 @@ def start_tracking(run: TrainingRun, state, stage: str) -> RunTracker:
     return tracker
 
 
-def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test: dict, postprocessing=None) -> dict:
+def finalize(run: TrainingRun, state, tracker: RunTracker, kept_epoch: int, test: dict, postprocessing=None) -> dict:
     """Write the canonical model, model card (with the postprocessing decision), metrics, history and figures; log
     them to MLflow."""
     t = run.cfg.train
     out_dir, reports = Path(t.out_dir), Path(t.reports_dir)
-    best = next(h for h in state.history if h["epoch"] == best_epoch)
+    kept = next(h for h in state.history if h["epoch"] == kept_epoch)
     metrics = {
-        **run_summary(run.cfg.model.name, state, best_epoch),
-        **{k: v for k, v in best.items() if k.startswith(("val_dice_", "val_miou", "val_pixel_accuracy"))},
+        **run_summary(run.cfg.model.name, state, kept_epoch, run.cfg.train.weights),
+        **{k: v for k, v in kept.items() if k.startswith(("val_dice_", "val_miou", "val_pixel_accuracy"))},
         **test,
     }
     save_state_dict(out_dir / "model.pt", run.bare_model)
@@ -64,7 +64,7 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, best_epoch: int, test
     decision = postprocessing.to_json() if postprocessing is not None else None
     if decision is not None:
         tracker.set_tags({"postprocessing": str(decision)})
-    write_model_card(model_card(run, best_epoch, metrics, postprocessing=decision), out_dir / "model_card.json")
+    write_model_card(model_card(run, kept_epoch, metrics, postprocessing=decision), out_dir / "model_card.json")
     write_json_atomic(reports / "metrics.json", metrics)
     write_json_atomic(reports / "details" / "history.json", state.history)
     write_plot_files(state.history, reports / "plots")
@@ -103,11 +103,14 @@ def _export_onnx(run: TrainingRun, path: Path) -> None:
         run.bare_model.to(device)
 
 
-def run_summary(model: str, state, best_epoch: int) -> dict:
-    """Fields every training stage's ``metrics.json`` starts with."""
+def run_summary(model: str, state, kept_epoch: int, weights: str) -> dict:
+    """Fields every training stage's ``metrics.json`` starts with: which weights were kept (``train.weights``) and
+    from which epoch, and the best validated epoch (the same with ``best``)."""
     return {
         "model": model,
-        "best_epoch": best_epoch,
+        "weights": weights,
+        "kept_epoch": kept_epoch,
+        "best_epoch": state.best_epoch,
         "epochs": state.epoch,
         "train_minutes": round(state.elapsed_s / 60, 3),
         "samples_per_s": float(np.mean([h["samples_per_s"] for h in state.history])),
@@ -123,7 +126,7 @@ def write_plot_files(history: list[dict], folder: Path) -> None:
     write_json_atomic(folder / "validation.json", validated)
 
 
-def model_card(run: TrainingRun, best_epoch: int, metrics: dict, **extra) -> ModelCard:
+def model_card(run: TrainingRun, kept_epoch: int, metrics: dict, **extra) -> ModelCard:
     """What inference needs to rebuild and apply the network, plus provenance and intended use."""
     import monai
 
@@ -144,7 +147,9 @@ def model_card(run: TrainingRun, best_epoch: int, metrics: dict, **extra) -> Mod
         plan_overrides=run.plan_overrides,
         preprocess_config_digest=run.manifest.config_digest,
         data_fingerprint=run.data_fingerprint,
-        best_epoch=best_epoch,
+        weights=run.cfg.train.weights,
+        kept_epoch=kept_epoch,
+        best_epoch=metrics["best_epoch"],
         metrics={k: v for k, v in metrics.items() if any(m in k for m in ("dice", "miou", "pixel_accuracy", "mse", "_ap"))},
         versions={"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version()},
         git_commit=git_commit(),
@@ -201,22 +206,22 @@ def write_figures(run: TrainingRun, history: list[dict], folder: Path) -> list[P
     return paths
 
 
-def finalize_pretraining(run: TrainingRun, state, tracker: RunTracker, best_epoch: int) -> dict:
+def finalize_pretraining(run: TrainingRun, state, tracker: RunTracker, kept_epoch: int) -> dict:
     """Write the encoder weights (the DVC output that segmentation starts from), the whole autoencoder,
     a card, metrics, plots and the reconstruction grid; log them to MLflow."""
 
     t = run.cfg.train
     out_dir, reports = Path(t.out_dir), Path(t.reports_dir)
-    best = next(h for h in state.history if h["epoch"] == best_epoch)
+    kept = next(h for h in state.history if h["epoch"] == kept_epoch)
     metrics = {
-        **run_summary(f"autoencoder/{run.cfg.model.variant}/{run.cfg.model.encoder}", state, best_epoch),
+        **run_summary(f"autoencoder/{run.cfg.model.variant}/{run.cfg.model.encoder}", state, kept_epoch, t.weights),
         "pretraining_cases": len(run.train_cases),
-        "val_reconstruction_mse": best["val_reconstruction_mse"],
+        "val_reconstruction_mse": kept["val_reconstruction_mse"],
     }
     save_encoder(out_dir / "encoder.pt", run.bare_model)
     save_state_dict(out_dir / "autoencoder.pt", run.bare_model)
     transfer = f"encoder.pt loads into a model.name={run.cfg.model.encoder} network with the same topology (train.init_from)"
-    write_model_card(model_card(run, best_epoch, metrics, transfer=transfer), out_dir / "model_card.json")
+    write_model_card(model_card(run, kept_epoch, metrics, transfer=transfer), out_dir / "model_card.json")
     write_json_atomic(reports / "metrics.json", metrics)
     write_json_atomic(reports / "details" / "history.json", state.history)
     # one file per series, every record with the same keys (dvc plots cannot draw records with missing fields)

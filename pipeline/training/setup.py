@@ -44,6 +44,7 @@ RESUMABLE_TRAIN_KEYS = {
     "reports_dir",
     "max_time_minutes",
     "val_every",
+    "weights",
     "val_overlap",
     "device",
     "cache",

@@ -52,15 +52,15 @@ class SegmentationTask:
         metrics[f"{prefix}_miou"], metrics[f"{prefix}_pixel_accuracy"] = miou_and_pixel_accuracy(confusion)
         return metrics
 
-    def finish(self, run: TrainingRun, state, tracker, best_epoch: int) -> dict:
-        """Score the best weights on the labelled test cases; rank 0 writes model, card, reports."""
+    def finish(self, run: TrainingRun, state, tracker, kept_epoch: int) -> dict:
+        """Score the kept weights (``train.weights``) on the labelled test cases; rank 0 writes model, card, reports."""
         test_entries = [e for e in run.manifest.split("test") if e.get("label")]
         test = self.validate(run, test_entries, "test") if run.cfg.train.evaluate_test and test_entries else {}
         decision = self.decide_postprocessing(run) if run.ctx.is_main else None
-        return finalize(run, state, tracker, best_epoch, test, decision) if run.ctx.is_main else {}
+        return finalize(run, state, tracker, kept_epoch, test, decision) if run.ctx.is_main else {}
 
     def decide_postprocessing(self, run: TrainingRun):
-        """Largest-component postprocessing decided on the held-out validation cases with the best weights."""
+        """Largest-component postprocessing decided on the held-out validation cases with the kept weights."""
         from pipeline.inference.postprocess import decide_postprocessing
 
         run.model.eval()
@@ -113,8 +113,8 @@ class ReconstructionTask:
             run.validation_batch = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
         return run.validation_batch
 
-    def finish(self, run: TrainingRun, state, tracker, best_epoch: int) -> dict:
-        return finalize_pretraining(run, state, tracker, best_epoch) if run.ctx.is_main else {}
+    def finish(self, run: TrainingRun, state, tracker, kept_epoch: int) -> dict:
+        return finalize_pretraining(run, state, tracker, kept_epoch) if run.ctx.is_main else {}
 
 
 def refine_with_crf(run: TrainingRun, image: np.ndarray, probabilities: torch.Tensor) -> torch.Tensor:

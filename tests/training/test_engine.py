@@ -31,6 +31,7 @@ def test_tiny_training_writes_model_metrics_and_an_mlflow_run(tiny_preprocessed,
     assert metrics["epochs"] == 2 and "test_dice_mean" in metrics
     assert metrics["best_epoch"] == max(validated, key=lambda e: (validated[e], -e))  # the best epoch's model is kept
     assert metrics["val_dice_mean"] == validated[metrics["best_epoch"]] == max(validated.values())
+    assert metrics["weights"] == "best" and metrics["kept_epoch"] == metrics["best_epoch"]
     assert [h["epoch"] for h in history] == [1, 2] and history[1]["lr"] < history[0]["lr"]  # poly schedule decays
     card = json.loads((tmp_path / "model" / "model_card.json").read_text())
     state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
@@ -78,6 +79,38 @@ def test_tiny_training_writes_model_metrics_and_an_mlflow_run(tiny_preprocessed,
 
 def _losses(history):
     return [(h["epoch"], round(h["train_loss"], 5), h["lr"]) for h in history]
+
+
+@pytest.mark.parametrize("weights", ["best", "final"])
+def test_train_weights_keeps_the_best_or_the_final_epoch(tiny_preprocessed, tmp_path, monkeypatch, weights):
+    """Validation scores that fall (epoch 1 best) make best and final differ; model.pt holds the chosen epoch's weights
+    and metrics.json / the card say which."""
+    from pipeline.training.tasks import SegmentationTask
+
+    validate, calls = SegmentationTask.validate, []
+
+    def falling(self, run, entries=None, prefix="val"):
+        metrics = validate(self, run, entries, prefix)
+        if prefix == "val":
+            calls.append(1)
+            metrics["val_dice_mean"] = 1.0 / len(calls)  # 1.0, then 0.5
+        return metrics
+
+    monkeypatch.setattr(SegmentationTask, "validate", falling)
+    cfg = tiny_train_config(tiny_preprocessed, tmp_path, "unet2d")
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"weights": weights})})
+    metrics = train_model(cfg, stage="test_stage")
+
+    kept = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")["model"]
+    assert any(not torch.equal(last[k], best[k]) for k in last)  # two updates apart: the choice is visible
+    chosen = best if weights == "best" else last
+    assert all(torch.equal(kept[k], chosen[k].cpu()) for k in kept)
+    assert metrics["best_epoch"] == 1 and metrics["kept_epoch"] == (1 if weights == "best" else 2)
+    assert metrics["weights"] == weights and metrics["val_dice_mean"] == (1.0 if weights == "best" else 0.5)
+    card = json.loads((tmp_path / "model" / "model_card.json").read_text())
+    assert (card["weights"], card["kept_epoch"], card["best_epoch"]) == (weights, metrics["kept_epoch"], 1)
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_preprocessed, tmp_path):
