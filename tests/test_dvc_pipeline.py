@@ -102,6 +102,12 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
     decisions = json.loads((project / "reports" / "crossval" / "decisions.json").read_text())
     assert decisions["cases"] == 1 and decisions["folds"] == [0]
     assert set(decisions["scores"]) == {"unet2d", "vnet3d", "unet2d+vnet3d", "chosen+postprocessing"}
+    # largest component is tried only for what is one object in every training label: liver and spleen, or the lesion;
+    # never a pair (kidneys, ventricles), nor the foreground of structures that lie apart
+    assert decisions["one_object"] == {"foreground": False, "classes": [1, 2] if modality == "CT" else [1]}
+    postprocessing = decisions["postprocessing"]
+    assert not postprocessing["largest_component_foreground"]
+    assert set(postprocessing["largest_component_classes"]) <= set(decisions["one_object"]["classes"])
     inference = json.loads((project / "predictions" / "inference.json").read_text())
     assert inference["models"] == decisions["models"]
     assert decisions["temperature"] == decisions["temperatures"]["chosen"] > 0  # fitted out of fold, applied by infer

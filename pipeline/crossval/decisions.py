@@ -27,6 +27,7 @@ class Decisions(BaseModel):
     temperatures: dict[str, float] = {}  # every model alone, and "chosen"
     calibration: dict[str, float] = {}  # out-of-fold ECE, Brier and NLL before and after the chosen temperature
     uncertainty: dict[str, float] = {}  # out-of-fold Spearman rho of boundary entropy against Dice
+    one_object: dict = {}  # the structures one object in every training label (where largest component was tried)
 
     @property
     def postprocessing_decision(self) -> PostprocessingDecision:

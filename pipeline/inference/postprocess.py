@@ -5,6 +5,12 @@ of *all foreground together*; keep that step only if the mean Dice rises and no 
 Then, on top, try it for each class alone; keep it for a class whose Dice rises (removing a class's
 islands changes no other class). Nothing is decided by organ names: a dataset of paired organs
 (kidneys) simply never gains from it, so it is never chosen.
+
+One more rule, from the training labels, because one fold's one to three held-out cases are little evidence: a step is
+only tried for a structure that is one object in every labelled training case (:func:`one_object_structures`: its
+largest component holds at least ``ONE_OBJECT_SHARE`` of its voxels). On a two-channel MR set whose three classes lie
+apart, the foreground step helped on both held-out cases, where two classes happened to touch, and on the test scans it
+deleted whole classes (test Dice 0.796 without it, 0.583 with it).
 """
 
 from __future__ import annotations
@@ -16,6 +22,42 @@ import torch
 from scipy import ndimage
 
 from pipeline.evaluation.metrics import dice_per_class
+
+ONE_OBJECT_SHARE = 0.95  # a structure is one object when its largest 26-connected component holds this share of it
+
+
+@dataclass(frozen=True)
+class OneObject:
+    """Which structures are one connected object in every labelled training case: all foreground together, and these
+    class values. Only for those can keeping the largest component be right."""
+
+    foreground: bool
+    classes: frozenset[int]
+
+    def to_json(self) -> dict:
+        return {"foreground": self.foreground, "classes": sorted(self.classes)}
+
+
+def one_object_structures(labels, num_classes: int) -> OneObject:
+    """The foreground, and each class, whose largest component holds at least ``ONE_OBJECT_SHARE`` of its voxels in
+    every label map of ``labels`` (an iterable; a class absent from a map says nothing)."""
+    foreground, classes = True, set(range(1, num_classes))
+    for label in labels:
+        foreground = foreground and largest_component_share(label > 0) >= ONE_OBJECT_SHARE
+        classes = {v for v in classes if not (label == v).any() or largest_component_share(label == v) >= ONE_OBJECT_SHARE}
+    return OneObject(foreground, frozenset(classes))
+
+
+def largest_component_share(mask: np.ndarray) -> float:
+    """The share of ``mask``'s voxels in its largest 26-connected (8 in 2D) component; 1 for an empty mask."""
+    box = _bounding_box(mask)
+    if box is None:
+        return 1.0
+    components, count = ndimage.label(mask[box], structure=np.ones((3,) * mask.ndim, dtype=bool))
+    if count <= 1:
+        return 1.0
+    sizes = np.bincount(components.ravel())[1:]
+    return float(sizes.max() / sizes.sum())
 
 
 @dataclass(frozen=True)
@@ -97,16 +139,22 @@ def mean_dice_per_class(predictions: list[np.ndarray], truths: list[np.ndarray],
     return torch.stack(scores).double().mean(0).numpy()
 
 
-def decide_postprocessing(predictions: list[np.ndarray], truths: list[np.ndarray], num_classes: int) -> PostprocessingDecision:
-    """The largest-component steps that help on these held-out cases (see the module docstring)."""
+def decide_postprocessing(
+    predictions: list[np.ndarray], truths: list[np.ndarray], num_classes: int, one_object: OneObject | None = None
+) -> PostprocessingDecision:
+    """The largest-component steps that help on these held-out cases, tried only for the structures ``one_object``
+    names (:func:`one_object_structures` of the training labels; ``None``: every structure). See the module docstring."""
+    one_object = one_object or OneObject(True, frozenset(range(1, num_classes)))
     base = mean_dice_per_class(predictions, truths, num_classes)
     everything = PostprocessingDecision(True, ())
-    fg = mean_dice_per_class([apply_postprocessing(p, everything) for p in predictions], truths, num_classes)
-    use_foreground = bool(fg.mean() > base.mean() and np.all(fg >= base))
+    use_foreground = False
+    if one_object.foreground:
+        fg = mean_dice_per_class([apply_postprocessing(p, everything) for p in predictions], truths, num_classes)
+        use_foreground = bool(fg.mean() > base.mean() and np.all(fg >= base))
     current = fg if use_foreground else base
     start = [apply_postprocessing(p, everything) for p in predictions] if use_foreground else predictions
     classes = []
-    for value in range(1, num_classes):
+    for value in sorted(one_object.classes):
         trial = mean_dice_per_class([apply_postprocessing(p, PostprocessingDecision(False, (value,))) for p in start], truths,
                                     num_classes)  # fmt: skip
         if trial[value - 1] > current[value - 1]:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.inference.postprocess import PostprocessingDecision, apply_postprocessing, decide_postprocessing
+from pipeline.inference.postprocess import (
+    OneObject,
+    PostprocessingDecision,
+    apply_postprocessing,
+    decide_postprocessing,
+    largest_component_share,
+    one_object_structures,
+)
 
 
 def _case():
@@ -34,6 +41,34 @@ def test_decision_keeps_the_step_for_the_class_it_helps_and_not_for_the_class_it
     decision = decide_postprocessing([prediction], [truth], 3)
     assert decision == PostprocessingDecision(False, (1,))
     assert PostprocessingDecision.from_json(decision.to_json()) == decision
+
+
+def test_one_object_structures_are_those_whose_largest_component_holds_95_percent_in_every_training_label():
+    _, truth = _case()  # class 1 one cube (1000 voxels), class 2 a pair of 216-voxel cubes, foreground three pieces
+    assert largest_component_share(truth == 2) == 0.5 and largest_component_share(truth > 0) == 1000 / 1432
+    island = truth.copy()
+    island[30:33, 15:18, 15:18] = 1  # 27 voxels beside class 1's 1000: 1000 / 1027 = 0.974 >= 0.95, still one object
+    bigger = truth.copy()
+    bigger[30:35, 14:19, 14:19] = 1  # 125 voxels: 1000 / 1125 = 0.889, not one object
+    absent = np.where(truth == 2, 0, truth).astype(np.uint8)  # no class 2 at all: says nothing about class 2
+    assert one_object_structures([truth, island], 3) == OneObject(False, frozenset({1}))
+    assert one_object_structures([truth, bigger], 3) == OneObject(False, frozenset())
+    assert one_object_structures([absent], 3) == OneObject(True, frozenset({1, 2}))
+    assert OneObject(False, frozenset({2, 1})).to_json() == {"foreground": False, "classes": [1, 2]}
+
+
+def test_a_step_is_tried_only_for_structures_that_are_one_object_in_the_training_labels():
+    """Held-out cases where the two classes touch, with a false island: the foreground step helps there, but when the
+    training labels show the classes apart (foreground not one object), it is not tried; class 1's step still is."""
+    truth = np.zeros((30, 20, 20), dtype=np.uint8)
+    truth[2:12, 2:12, 2:12] = 1
+    truth[12:16, 2:12, 2:12] = 2  # touching class 1
+    prediction = truth.copy()
+    prediction[25:28, 15:18, 15:18] = 1  # a false island of class 1
+    assert decide_postprocessing([prediction], [truth], 3) == PostprocessingDecision(True, ())
+    apart = OneObject(False, frozenset({1, 2}))
+    assert decide_postprocessing([prediction], [truth], 3, apart) == PostprocessingDecision(False, (1,))
+    assert decide_postprocessing([prediction], [truth], 3, OneObject(False, frozenset({2}))) == PostprocessingDecision(False, ())
 
 
 def _reference_postprocessing(label: np.ndarray, decision: PostprocessingDecision) -> np.ndarray:
