@@ -25,10 +25,18 @@ class ResumeRefusedError(SegPipeError):
     """The checkpoint was written with settings that differ from the current ones."""
 
 
+def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` via a temporary file + rename (a crash leaves the old file valid), the same bytes for
+    the same tensors: torch names the archive's root folder after the file it writes to, so saving to the randomly
+    named temporary path made every ``model.pt`` differ from the last one and no ``dvc.lock`` hash reproduced. Through
+    a file object the root is torch's fixed ``archive``, and the rest of the file depends on the content only."""
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` via a temporary file + rename (a crash leaves the old file valid)."""
-    with atomic_path(Path(path)) as tmp:
-        torch.save({"format": FORMAT_VERSION, **payload}, tmp)
+    """Write ``payload`` to ``path`` (:func:`save_torch`)."""
+    save_torch({"format": FORMAT_VERSION, **payload}, path)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -50,10 +58,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def save_state_dict(path: Path, model: torch.nn.Module) -> None:
-    """Write the model's ``state_dict`` (CPU tensors) atomically: the canonical model file."""
-    state = {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
-    with atomic_path(Path(path)) as tmp:
-        torch.save(state, tmp)
+    """Write the model's ``state_dict`` (CPU tensors) with :func:`save_torch`: the canonical model file."""
+    save_torch({k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}, path)
 
 
 def check_resume_fingerprint(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import InvalidInputError
-from pipeline.io_utils import atomic_path
-from pipeline.training.checkpoint import load_checkpoint, unwrap_model
+from pipeline.training.checkpoint import load_checkpoint, save_torch, unwrap_model
 
 PREFIX = "encoder."
 
@@ -59,8 +58,7 @@ def save_encoder(path: Path, model: nn.Module) -> None:
     state = encoder_state(model)
     if not state:
         raise ValueError(f"{type(model).__name__} has no 'encoder' submodule to save")
-    with atomic_path(Path(path)) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def load_encoder(model: nn.Module, path: Path, strict: bool = True) -> TransferReport:
