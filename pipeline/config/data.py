@@ -144,6 +144,11 @@ class PreprocessSettings(Section):
         description="MR-like channels: N4 bias-field correction before the z-score; null = planned (N4 on the channels "
         "where the fingerprint's bias probe finds it makes the labelled classes more separable)",
     )
+    mr_normalisation_mask: Literal["foreground", "none"] | None = Field(
+        None,
+        description="MR-like channels: z-score in the foreground mask (0 outside it, cropped to it; the plan's choice "
+        "when null) or, with none, over every voxel with no crop and no N4 (a view that is all tissue)",
+    )
     include_unlabeled: bool = True
     intensity_samples_per_case: int = Field(20000, ge=100)
 

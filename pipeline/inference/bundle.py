@@ -72,6 +72,7 @@ def load_bundle(folder: Path, device: torch.device, backend: str = "torch") -> M
         folder,
         card.preprocess_config_digest,
         bias_correction=Plan.bias_correction_of(card.plan.normalisation) if card.plan else (),
+        masked=Plan.masked_of(card.plan.normalisation) if card.plan else (),
     )
     decision = PostprocessingDecision.from_json(card.postprocessing) if card.postprocessing else PostprocessingDecision(False, ())
     return ModelBundle(

@@ -44,19 +44,16 @@ def one_object_structures(labels, num_classes: int) -> OneObject:
     foreground, classes = True, set(range(1, num_classes))
     for label in labels:
         foreground = foreground and largest_component_share(label > 0) >= ONE_OBJECT_SHARE
-        classes = {v for v in classes if not (label == v).any() or largest_component_share(label == v) >= ONE_OBJECT_SHARE}
+        classes = {v for v in classes if largest_component_share(label == v) >= ONE_OBJECT_SHARE}
     return OneObject(foreground, frozenset(classes))
 
 
 def largest_component_share(mask: np.ndarray) -> float:
     """The share of ``mask``'s voxels in its largest 26-connected (8 in 2D) component; 1 for an empty mask."""
-    box = _bounding_box(mask)
-    if box is None:
+    found = _components(mask)
+    if found is None:
         return 1.0
-    components, count = ndimage.label(mask[box], structure=np.ones((3,) * mask.ndim, dtype=bool))
-    if count <= 1:
-        return 1.0
-    sizes = np.bincount(components.ravel())[1:]
+    sizes = np.bincount(found[1].ravel(order="K"))[1:]
     return float(sizes.max() / sizes.sum())
 
 
@@ -95,17 +92,25 @@ def apply_postprocessing(label: np.ndarray, decision: PostprocessingDecision) ->
 
 def _keep_largest_component(label: np.ndarray, mask: np.ndarray) -> None:
     """In place: clear the voxels of ``mask`` outside its largest connected component."""
+    found = _components(mask)
+    if found is not None:
+        box, components = found
+        label[box][mask[box] & (components != _largest_component_id(components))] = 0
+
+
+def _components(mask: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """``(box, component ids)``: the 26-connected (8 in 2D) components of ``mask``, labelled inside its bounding box;
+    ``None`` when ``mask`` has fewer than two components (nothing to remove, all of it in one)."""
     box = _bounding_box(mask)
     if box is None:
-        return
+        return None
     mask = mask[box]
     along_memory = mask.strides[0] < mask.strides[-1]  # Fortran-like (a restored mask): label the transposed view, which
     structure = np.ones((3,) * mask.ndim, dtype=bool)  # runs along memory (2.5x faster); connectivity is symmetric
     components, count = ndimage.label(mask.T if along_memory else mask, structure=structure)
     if count <= 1:
-        return
-    components = components.T if along_memory else components
-    label[box][mask & (components != _largest_component_id(components))] = 0
+        return None
+    return box, components.T if along_memory else components
 
 
 def _largest_component_id(components: np.ndarray) -> int:
@@ -147,12 +152,12 @@ def decide_postprocessing(
     one_object = one_object or OneObject(True, frozenset(range(1, num_classes)))
     base = mean_dice_per_class(predictions, truths, num_classes)
     everything = PostprocessingDecision(True, ())
-    use_foreground = False
+    use_foreground, current, start = False, base, predictions
     if one_object.foreground:
-        fg = mean_dice_per_class([apply_postprocessing(p, everything) for p in predictions], truths, num_classes)
-        use_foreground = bool(fg.mean() > base.mean() and np.all(fg >= base))
-    current = fg if use_foreground else base
-    start = [apply_postprocessing(p, everything) for p in predictions] if use_foreground else predictions
+        joined = [apply_postprocessing(p, everything) for p in predictions]
+        fg = mean_dice_per_class(joined, truths, num_classes)
+        if fg.mean() > base.mean() and np.all(fg >= base):
+            use_foreground, current, start = True, fg, joined
     classes = []
     for value in sorted(one_object.classes):
         trial = mean_dice_per_class([apply_postprocessing(p, PostprocessingDecision(False, (value,))) for p in start], truths,

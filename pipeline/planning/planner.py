@@ -190,31 +190,43 @@ def lowres_spacings(fullres: np.ndarray, median_fullres: np.ndarray):
 def bias_correction_from_probe(probe: list[dict], modalities: tuple[str, ...]) -> tuple[str, ...]:
     """Per channel, ``n4`` where the fingerprint's bias probe found the labelled classes more separable after N4 than
     without (:func:`pipeline.preprocess.intensity.class_separation`), else ``none`` (nnU-Net's choice; also CT channels
-    and channels the probe did not measure)."""
-    helped = [p["n4"] > p["none"] and p["channel"] == channel for p, channel in zip(probe, modalities)]
-    helped += [False] * (len(modalities) - len(helped))
-    return tuple("n4" if n4 and channel.upper() != "CT" else "none" for n4, channel in zip(helped, modalities))
+    and channels the probe did not measure: the probe's i-th entry speaks for channel i only if it names it)."""
+    corrections = []
+    for i, channel in enumerate(modalities):
+        p = probe[i] if i < len(probe) and probe[i]["channel"] == channel else None
+        corrections.append("n4" if p is not None and p["n4"] > p["none"] and channel.upper() != "CT" else "none")
+    return tuple(corrections)
 
 
 def normalisation_for(
-    modalities: tuple[str, ...], intensity: dict | None, bias_correction: str | tuple[str, ...] = "n4"
+    modalities: tuple[str, ...],
+    intensity: dict | None,
+    bias_correction: str | tuple[str, ...] = "n4",
+    masks: tuple[str, ...] = (),
 ) -> tuple[ChannelNormalisation, ...]:
     """CT channels by the dataset's foreground statistics; every other channel by a per-scan z-score in its foreground
-    mask, after ``bias_correction`` (``n4`` or ``none``; one value for every channel, or one per channel)."""
+    mask (or, where ``masks`` says ``none``, over every voxel), after ``bias_correction`` (``n4`` or ``none``; one value
+    for every channel, or one per channel)."""
     if isinstance(bias_correction, str):
         bias_correction = (bias_correction,) * len(modalities)
+    masks = masks or ("foreground",) * len(modalities)
     schemes = []
-    for channel, correction in zip(modalities, bias_correction, strict=True):
+    for channel, correction, mask in zip(modalities, bias_correction, masks, strict=True):
         if channel.upper() == "CT":
             if intensity is None:
                 raise ValueError("a CT channel needs the fingerprint's foreground intensity statistics")
             schemes.append(ChannelNormalisation(channel=channel, scheme="ct", mask="none", **intensity))
         else:
-            schemes.append(ChannelNormalisation(channel=channel, scheme="zscore", mask="foreground", bias_correction=correction))
+            schemes.append(ChannelNormalisation(channel=channel, scheme="zscore", mask=mask, bias_correction=correction))
     return tuple(schemes)
 
 
-def make_plans(data: PlanningInput, profile: HardwareProfile, bias_correction: str | tuple[str, ...] = "n4") -> Plans:
+def make_plans(
+    data: PlanningInput,
+    profile: HardwareProfile,
+    bias_correction: str | tuple[str, ...] = "n4",
+    masks: tuple[str, ...] = (),
+) -> Plans:
     """Plan ``2d``, ``3d_fullres`` and (when needed) ``3d_lowres`` for a dataset under a hardware profile."""
     spacing, aniso_axis = fullres_spacing(data.spacings, data.shapes_after_crop)
     median = median_shape_at(data.spacings, data.shapes_after_crop, spacing)
@@ -256,7 +268,7 @@ def make_plans(data: PlanningInput, profile: HardwareProfile, bias_correction: s
         fullres_spacing=tuple(float(s) for s in spacing),
         anisotropic_axis=aniso_axis,
         median_shape_fullres=tuple(int(m) for m in median),
-        normalisation=normalisation_for(data.modalities, data.intensity, bias_correction),
+        normalisation=normalisation_for(data.modalities, data.intensity, bias_correction, masks),
         configurations=configurations,
         default_3d=default_3d,
     )

@@ -29,7 +29,9 @@ class ChannelNormalisation(Frozen):
     ``ct``: clip to the dataset's foreground percentiles, z-score with the foreground mean/std (HU are absolute).
     ``zscore``: per scan, z-score with the mean/std inside the foreground mask of
     :func:`pipeline.preprocess.intensity.foreground_threshold` (above the noise peak of magnitude MR; Otsu's threshold when
-    there is no noise peak), 0 outside it. ``mask`` names that rule (``none`` for CT, which uses absolute HU).
+    there is no noise peak), 0 outside it. ``mask`` names that rule; ``none`` (always for CT, which uses absolute HU)
+    z-scores over every voxel and crops nothing: only where ``preprocess.mr_normalisation_mask: none`` asks for it (a
+    view that is all tissue, as in a crop inside the body, where the noise-floor rule would cut tissue out).
     ``bias_correction``: ``n4`` divides out the MR bias field in that mask first
     (:func:`pipeline.preprocess.intensity.correct_bias_field`); plans and cards without the key mean ``none``.
     """

@@ -41,28 +41,35 @@ def plan_dataset(cfg: PipelineConfig) -> Plans:
         profile = get_profile(cfg.plan.profile)
     except KeyError as exc:
         raise ConfigError(str(exc)) from None
+    modalities = tuple(dataset.modalities)
+    overrides = {}
+    probe = fingerprint.get("bias_correction_probe", [])
+    masks, bias_correction = ("foreground",) * len(modalities), bias_correction_from_probe(probe, modalities)
+    if s.mr_bias_correction is not None:
+        bias_correction = (s.mr_bias_correction,) * len(modalities)
+        overrides["preprocess.mr_bias_correction"] = s.mr_bias_correction
+    if s.mr_normalisation_mask == "none":  # N4 is fitted in the foreground mask: without one, none
+        masks, bias_correction = ("none",) * len(modalities), ("none",) * len(modalities)
+    if s.mr_normalisation_mask is not None:
+        overrides["preprocess.mr_normalisation_mask"] = s.mr_normalisation_mask
     cases = fingerprint["cases"]
     spacings = np.array([c["spacing"] for c in cases], dtype=float)
-    shapes = np.array([c["shape_after_crop"] for c in cases], dtype=float)
-    overrides = {}
+    cropped = dataset.is_ct or "foreground" in masks  # with no channel masked, preprocessing crops nothing
+    shapes = np.array([c["shape_after_crop" if cropped else "shape"] for c in cases], dtype=float)
     if s.spacing_mm is not None:
         shapes = np.round(shapes * spacings / np.asarray(s.spacing_mm))
         spacings = np.tile(np.asarray(s.spacing_mm, dtype=float), (len(cases), 1))
         overrides["preprocess.spacing_mm"] = str(list(s.spacing_mm))
     data = PlanningInput(
         dataset=str(cfg.data.root),
-        modalities=tuple(dataset.modalities),
+        modalities=modalities,
         labels={str(label.value): label.name for label in dataset.labels.labels},
         spacings=spacings,
         shapes_after_crop=shapes,
         intensity=fingerprint["intensity"] if dataset.is_ct else None,
         context_slices=cfg.plan.context_slices,
     )
-    if s.mr_bias_correction is not None:
-        overrides["preprocess.mr_bias_correction"] = s.mr_bias_correction
-    probe = fingerprint.get("bias_correction_probe", [])
-    bias_correction = s.mr_bias_correction or bias_correction_from_probe(probe, tuple(dataset.modalities))
-    plans = make_plans(data, profile, bias_correction)
+    plans = make_plans(data, profile, bias_correction, masks)
     plans = plans.model_copy(update={"overrides": overrides, "bias_probe": tuple(BiasProbe(**p) for p in probe)})
     labelled = [c.case_id for c in dataset.split("train") if c.label is not None]
     cv = cfg.crossval
@@ -78,7 +85,7 @@ def describe_plans(plans: Plans) -> str:
         f"plan for {plans.dataset} ({', '.join(plans.modalities)}; {plans.num_training_cases} training cases; profile "
         f"{plans.profile})",
         f"  median spacing {_mm(plans.median_spacing)}, full-resolution target {_mm(plans.fullres_spacing)}",
-        "  normalisation: " + ", ".join(f"{n.channel}: {n.scheme}" + (f" in {n.mask} mask" if n.scheme != "ct" else "")
+        "  normalisation: " + ", ".join(f"{n.channel}: {n.scheme}" + (_mask_words(n.mask) if n.scheme != "ct" else "")
                                         + (f" after {n.bias_correction} bias correction" if n.bias_correction != "none" else "")
                                         for n in plans.normalisation),
     ]  # fmt: skip
@@ -97,6 +104,10 @@ def describe_plans(plans: Plans) -> str:
         for i, p in enumerate(plans.bias_probe)
     ]
     return "\n".join(lines)
+
+
+def _mask_words(mask: str) -> str:
+    return " in the foreground mask" if mask == "foreground" else " over the whole scan"
 
 
 def _mm(values) -> str:

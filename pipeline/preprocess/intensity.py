@@ -132,15 +132,19 @@ def _bin_of(edges: np.ndarray, value: float) -> int:
     return int(np.clip(np.searchsorted(edges, value) - 1, 0, len(edges) - 2))
 
 
-def foreground_mask(image: np.ndarray, is_ct: bool, body_threshold_hu: float) -> np.ndarray:
+def foreground_mask(image: np.ndarray, is_ct: bool, body_threshold_hu: float, masked: tuple[bool, ...] = ()) -> np.ndarray:
     """The voxels that hold anatomy, (x, y, z) from a (C, x, y, z) image.
 
     CT: the first channel above ``body_threshold_hu``. Other modalities: any channel above its
-    :func:`foreground_threshold`.
+    :func:`foreground_threshold`, among the channels the plan z-scores in a foreground mask (``masked``, per channel;
+    empty = every channel); every voxel when no channel is masked (the anatomy fills the view).
     """
     if is_ct:
         return above(image[0], body_threshold_hu)
-    return np.any([channel_foreground(channel) for channel in image], axis=0)
+    channels = [channel for channel, use in zip(image, masked or (True,) * len(image), strict=True) if use]
+    if not channels:
+        return np.ones(image.shape[1:], dtype=bool)
+    return np.any([channel_foreground(channel) for channel in channels], axis=0)
 
 
 def above(values: np.ndarray, threshold: float) -> np.ndarray:
@@ -209,13 +213,23 @@ def channel_foreground(volume: np.ndarray) -> np.ndarray:
     return volume > foreground_threshold(volume)
 
 
-def normalise_mr(volume: np.ndarray, spacing=None, bias_correction: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
+def normalise_mr(
+    volume: np.ndarray,
+    spacing=None,
+    bias_correction: bool = False,
+    mask: np.ndarray | None = None,
+    use_mask: bool = True,
+) -> np.ndarray:
     """Z-score one MR (or other non-CT) channel inside its foreground (``mask``, by default :func:`channel_foreground`),
-    after :func:`correct_bias_field` in that foreground when ``bias_correction`` (``spacing`` in mm then needed)."""
-    mask = channel_foreground(volume) if mask is None else mask
+    after :func:`correct_bias_field` in that foreground when ``bias_correction`` (``spacing`` in mm then needed).
+
+    ``use_mask=False`` z-scores over every voxel and zeroes none (``preprocess.mr_normalisation_mask: none``).
+    """
+    if mask is None and (use_mask or bias_correction):
+        mask = channel_foreground(volume)
     if bias_correction:
         volume = correct_bias_field(volume, mask, spacing)
-    return normalise_zscore(volume, mask)
+    return normalise_zscore(volume, mask if use_mask else None)
 
 
 def class_moments(volume: np.ndarray, label: np.ndarray, mask: np.ndarray, num_classes: int) -> list[list[float]]:

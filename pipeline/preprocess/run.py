@@ -55,11 +55,17 @@ class Plan:
     digest: str
     checks: CheckSettings = field(default_factory=CheckSettings)
     bias_correction: tuple[bool, ...] = ()  # per channel: N4 before the z-score (MR-like channels of the plan)
+    masked: tuple[bool, ...] = ()  # per channel: z-score in the foreground mask (empty = every non-CT channel)
 
     @classmethod
     def bias_correction_of(cls, normalisation) -> tuple[bool, ...]:
         """Per channel, whether the plan's normalisation corrects the bias field first."""
         return tuple(n.bias_correction == "n4" for n in normalisation)
+
+    @classmethod
+    def masked_of(cls, normalisation) -> tuple[bool, ...]:
+        """Per channel, whether the plan's z-score (and the crop) uses the channel's foreground mask."""
+        return tuple(n.mask == "foreground" for n in normalisation)
 
 
 def preprocess_dataset(cfg: PipelineConfig) -> Path:
@@ -124,6 +130,7 @@ def make_plan(
         text_digest(json.dumps(payload, sort_keys=True)),
         checks,
         Plan.bias_correction_of(plans.normalisation),
+        Plan.masked_of(plans.normalisation),
     )
 
 
@@ -199,15 +206,14 @@ def transform_case(
     ras = np.moveaxis(ras, -1, 0)
     ras_label = reorient_to_ras(label, affine)[0] if label is not None else None
     spacing = ras_spacing(affine)
-    body = foreground_mask(ras, plan.is_ct, s.body_threshold_hu)
+    body = foreground_mask(ras, plan.is_ct, s.body_threshold_hu, plan.masked)
     if ras_label is not None:
         body |= ras_label > 0
     start, stop = crop_box(body, spacing, s.crop_margin_mm)
     box = tuple(slice(a, b) for a, b in zip(start, stop))
     cropped = ras[(slice(None), *box)]
-    corrected = plan.bias_correction or (False,) * len(cropped)
     shape = resampled_shape(cropped.shape[1:], spacing, plan.target_spacing)
-    out_image = np.stack([_resample_channel(c, plan, spacing, shape, corrected[i]) for i, c in enumerate(cropped)])
+    out_image = np.stack([_resample_channel(c, plan, spacing, shape, i) for i, c in enumerate(cropped)])
     out_label = None
     if ras_label is not None:
         out_label = resample_labels(ras_label[box], spacing, plan.target_spacing, shape, plan.num_classes)
@@ -225,19 +231,24 @@ def transform_case(
     return record, out_image, out_label
 
 
-def _resample_channel(channel: np.ndarray, plan: Plan, spacing, shape, bias_correction: bool) -> np.ndarray:
-    """Normalise and resample one cropped channel to the plan's grid (float32).
+def _resample_channel(channel: np.ndarray, plan: Plan, spacing, shape, index: int) -> np.ndarray:
+    """Normalise and resample cropped channel ``index`` to the plan's grid (float32).
 
     CT normalisation is pointwise, so with linear resampling it runs on the gathered neighbours of the output grid only
     (:func:`resample_linear`); MR normalisation needs the whole channel (foreground statistics, N4) and runs first.
     """
     s = plan.settings
+    corrected = bool(plan.bias_correction and plan.bias_correction[index])
+    masked = not plan.masked or plan.masked[index]
     if s.image_interpolation != "linear":
-        normalised = normalise_ct(channel, plan.stats, s) if plan.is_ct else normalise_mr(channel, spacing, bias_correction)
+        normalised = (
+            normalise_ct(channel, plan.stats, s) if plan.is_ct else normalise_mr(channel, spacing, corrected, use_mask=masked)
+        )
         return resample_volume(normalised, spacing, plan.target_spacing, shape, s.image_interpolation).astype(np.float32)
     if plan.is_ct:
         return resample_linear(channel, spacing, plan.target_spacing, shape, lambda v: normalise_ct(v, plan.stats, s))
-    return resample_linear(normalise_mr(channel, spacing, bias_correction), spacing, plan.target_spacing, shape)
+    normalised = normalise_mr(channel, spacing, corrected, use_mask=masked)
+    return resample_linear(normalised, spacing, plan.target_spacing, shape)
 
 
 def _remove_stale(folder: Path, keep: set[str]) -> None:

@@ -87,7 +87,7 @@ def finalize_detection(run: TrainingRun, state, tracker: RunTracker, kept_epoch:
     }
     metrics.update(test)
     save_state_dict(out_dir / "model.pt", run.bare_model)
-    write_model_card(model_card(run, kept_epoch, metrics), out_dir / "model_card.json")
+    write_model_card(model_card(run, metrics), out_dir / "model_card.json")
     write_json_atomic(reports / "metrics.json", metrics)
     write_json_atomic(reports / "details" / "history.json", state.history)
     write_json_atomic(reports / "plots" / "train.json", [{k: h[k] for k in ("epoch", "train_loss", "lr")} for h in state.history])

@@ -64,7 +64,7 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, kept_epoch: int, test
     decision = postprocessing.to_json() if postprocessing is not None else None
     if decision is not None:
         tracker.set_tags({"postprocessing": str(decision)})
-    write_model_card(model_card(run, kept_epoch, metrics, postprocessing=decision), out_dir / "model_card.json")
+    write_model_card(model_card(run, metrics, postprocessing=decision), out_dir / "model_card.json")
     write_json_atomic(reports / "metrics.json", metrics)
     write_json_atomic(reports / "details" / "history.json", state.history)
     write_plot_files(state.history, reports / "plots")
@@ -126,8 +126,9 @@ def write_plot_files(history: list[dict], folder: Path) -> None:
     write_json_atomic(folder / "validation.json", validated)
 
 
-def model_card(run: TrainingRun, kept_epoch: int, metrics: dict, **extra) -> ModelCard:
-    """What inference needs to rebuild and apply the network, plus provenance and intended use."""
+def model_card(run: TrainingRun, metrics: dict, **extra) -> ModelCard:
+    """What inference needs to rebuild and apply the network, plus provenance and intended use; which weights were
+    kept, and from which epoch, come from the run's ``metrics`` (:func:`run_summary`)."""
     import monai
 
     return ModelCard(
@@ -147,8 +148,8 @@ def model_card(run: TrainingRun, kept_epoch: int, metrics: dict, **extra) -> Mod
         plan_overrides=run.plan_overrides,
         preprocess_config_digest=run.manifest.config_digest,
         data_fingerprint=run.data_fingerprint,
-        weights=run.cfg.train.weights,
-        kept_epoch=kept_epoch,
+        weights=metrics["weights"],
+        kept_epoch=metrics["kept_epoch"],
         best_epoch=metrics["best_epoch"],
         metrics={k: v for k, v in metrics.items() if any(m in k for m in ("dice", "miou", "pixel_accuracy", "mse", "_ap"))},
         versions={"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version()},
@@ -221,7 +222,7 @@ def finalize_pretraining(run: TrainingRun, state, tracker: RunTracker, kept_epoc
     save_encoder(out_dir / "encoder.pt", run.bare_model)
     save_state_dict(out_dir / "autoencoder.pt", run.bare_model)
     transfer = f"encoder.pt loads into a model.name={run.cfg.model.encoder} network with the same topology (train.init_from)"
-    write_model_card(model_card(run, kept_epoch, metrics, transfer=transfer), out_dir / "model_card.json")
+    write_model_card(model_card(run, metrics, transfer=transfer), out_dir / "model_card.json")
     write_json_atomic(reports / "metrics.json", metrics)
     write_json_atomic(reports / "details" / "history.json", state.history)
     # one file per series, every record with the same keys (dvc plots cannot draw records with missing fields)

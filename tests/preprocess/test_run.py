@@ -219,3 +219,31 @@ def test_integer_comparison_with_a_threshold_equals_the_float_comparison():
     for threshold in (-500, -500.5, -499.9, 0.0, 3.7, -40000.0, 40000.0, 32767.0, -32768.5):
         assert np.array_equal(above(values, threshold), values.astype(np.float64) > threshold), threshold
         assert np.array_equal(above(values.astype(np.float32), threshold), values > threshold), threshold
+
+
+def test_mr_normalisation_mask_none_z_scores_every_voxel_and_crops_nothing(tmp_path):
+    rng = np.random.default_rng(3)
+    cases = {}
+    for i in range(3):
+        scan, core, _ = _head_scan(0.1, rng, n=24)
+        cases[f"mr_{i}"] = (scan.astype(np.float32), core.astype(np.uint8))
+    root = write_msd(tmp_path / "mr", cases, affine=np.diag([2.0, 2.0, 2.0, 1.0]))
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps(meta | {"modality": {"0": "MR"}, "labels": {"0": "background", "1": "core"}}))
+    masked = _run(_cfg(root, tmp_path / "masked"))
+    whole = _run(_cfg(root, tmp_path / "whole", mr_normalisation_mask="none", mr_bias_correction="n4"))
+    plans = json.loads((tmp_path / "whole_plan" / "plans.json").read_text())
+    assert [(n["mask"], n["bias_correction"]) for n in plans["normalisation"]] == [("none", "none")]  # N4 needs the mask
+    assert plans["overrides"] == {"preprocess.mr_bias_correction": "n4", "preprocess.mr_normalisation_mask": "none"}
+    default = json.loads((tmp_path / "masked_plan" / "plans.json").read_text())
+    assert default["normalisation"][0]["mask"] == "foreground" and default["overrides"] == {}
+    for manifest, cropped in ((masked, True), (whole, False)):
+        entry = json.loads(manifest.read_text())["cases"][0]
+        image = np.load(manifest.parent / entry["image"])[0]
+        scan = cases[entry["case_id"]][0]
+        # 2 mm voxels planned at 2 mm: no resampling, so the crop is the only change of shape
+        assert (image.shape != scan.shape) == cropped
+        if not cropped:  # the z-score over every voxel, worked out directly; nothing zeroed
+            np.testing.assert_allclose(image, (scan - scan.mean()) / scan.std(), atol=1e-4)
+        else:  # 0 outside the head, the z-score of the head's voxels inside it
+            assert (image == 0).mean() > 0.3 and abs(image[image != 0].mean()) < 0.05
