@@ -305,7 +305,7 @@ def resample_labels(label: np.ndarray, source_spacing, target_spacing, target_sh
     mixed = np.zeros(target_shape, dtype=bool)
     for values in neighbours.values():
         mixed |= values != first
-    out = first.astype(dtype)  # a copy, in the neighbours' memory order
+    out = first.astype(dtype, order="C")  # a C-ordered copy: np.save writes it in one pass
     where = np.nonzero(mixed)
     if where[0].size:
         out[where] = _vote(
@@ -366,23 +366,27 @@ def resample_linear(volume: np.ndarray, source_spacing, target_spacing, target_s
     distance = [_along(taps[axis][2], axis) for axis in range(3)]
 
     def lerp(low: np.ndarray, high: np.ndarray, axis: int) -> np.ndarray:
-        return low + (high - low) * distance[axis]
+        # low + (high - low) * d, computed in place in one float64 buffer (the same operations, no temporaries)
+        out = np.subtract(high, low, dtype=np.float64)
+        out *= distance[axis]
+        out += low
+        return out
 
-    along_z = {(a, b): lerp(neighbours[(a, b, 0)].astype(np.float64), neighbours[(a, b, 1)], 2) for a in (0, 1) for b in (0, 1)}
+    along_z = {(a, b): lerp(neighbours[(a, b, 0)], neighbours[(a, b, 1)], 2) for a in (0, 1) for b in (0, 1)}
     along_y = {a: lerp(along_z[(a, 0)], along_z[(a, 1)], 1) for a in (0, 1)}
-    return lerp(along_y[0], along_y[1], 0).astype(np.float32)
+    return lerp(along_y[0], along_y[1], 0).astype(np.float32, order="C")  # C order: np.save writes it in one pass
 
 
 def source_neighbours(volume: np.ndarray, taps) -> dict[tuple[int, int, int], np.ndarray]:
     """The 2 x 2 x 2 source neighbours of every output voxel: {(lower 0 / upper 1 tap along x, y, z): values on the output
     grid}, gathered one axis at a time (each gather shrinks the data) from taps of :func:`linear_taps`.
 
-    The axis of largest stride goes first (NIfTI volumes are Fortran-ordered: whole planes are copied), and gathering is
+    Axes go from the largest stride to the smallest (NIfTI volumes are Fortran-ordered: whole planes are copied first,
+    then rows, and the element-wise gather along the contiguous axis runs last, on the smallest arrays), and gathering is
     done by indexing, which keeps the memory order (``np.take`` would write C order: a slow transposing copy).
     """
-    first = int(np.argmax(np.abs(volume.strides)))
     found: dict[tuple[tuple[int, int], ...], np.ndarray] = {(): volume}
-    for axis in [first, *(a for a in range(3) if a != first)]:
+    for axis in sorted(range(3), key=lambda a: -abs(volume.strides[a])):
         found = {
             (*key, (axis, side)): values[(slice(None),) * axis + (taps[axis][side],)]
             for key, values in found.items()

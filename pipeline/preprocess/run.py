@@ -24,7 +24,7 @@ from pipeline.data.header import DEFAULT_CHECKS
 from pipeline.data.layout import Case, Dataset, load_dataset
 from pipeline.errors import DatasetError, Problem
 from pipeline.io_utils import file_digest, save_npy_atomic, text_digest, write_json_atomic
-from pipeline.parallel import CaseJob, map_cases, thread_map
+from pipeline.parallel import CaseJob, map_cases, side_by_side, thread_map
 from pipeline.planning.plans import Plans, read_plans
 from pipeline.preprocess.geometry import (
     CaseGeometryRecord,
@@ -155,11 +155,21 @@ def preprocess_case(case: Case, plan: Plan) -> dict:
     """
     case_dir = plan.out_dir / "cases" / case.case_id
     sources = [*case.images, *([case.label] if case.label else [])]
-    digests = dict(zip(map(str, sources), thread_map(file_digest, sources)))
+
+    def source_digests() -> dict[str, str]:
+        return dict(zip(map(str, sources), thread_map(file_digest, sources)))
+
+    def read() -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        return read_case(case, set(plan.declared_labels), plan.checks, keep_integers=True)
+
     previous = _read_record(case_dir / "record.json")
-    if previous and previous["config_digest"] == plan.digest and previous["source_digests"] == digests:
-        return previous
-    image, affine, label = read_case(case, set(plan.declared_labels), plan.checks, keep_integers=True)
+    if previous and previous["config_digest"] == plan.digest:  # unchanged sources make the case a skip: hash first
+        digests = source_digests()
+        if previous["source_digests"] == digests:
+            return previous
+        image, affine, label = read()
+    else:  # processed whatever the digests: hash the files while they are inflated
+        digests, (image, affine, label) = side_by_side(source_digests, read)
     geometry, image, label = transform_case(image, affine, label, plan)
     save_npy_atomic(case_dir / "image.npy", image)
     if label is not None:
@@ -213,7 +223,8 @@ def transform_case(
     box = tuple(slice(a, b) for a, b in zip(start, stop))
     cropped = ras[(slice(None), *box)]
     shape = resampled_shape(cropped.shape[1:], spacing, plan.target_spacing)
-    out_image = np.stack([_resample_channel(c, plan, spacing, shape, i) for i, c in enumerate(cropped)])
+    channels = [_resample_channel(c, plan, spacing, shape, i) for i, c in enumerate(cropped)]
+    out_image = channels[0][None] if len(channels) == 1 else np.stack(channels)  # one channel: a view, no copy
     out_label = None
     if ras_label is not None:
         out_label = resample_labels(ras_label[box], spacing, plan.target_spacing, shape, plan.num_classes)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import DatasetError
+from pipeline.io_utils import file_digest
 from pipeline.planning.run import plan_dataset
 from pipeline.preprocess.intensity import IntensityStats, normalise_ct, normalise_mr
 from pipeline.preprocess.run import preprocess_dataset
@@ -87,6 +90,23 @@ def test_second_run_skips_unchanged_cases_and_redoes_changed(tiny_phantom, tmp_p
     assert image.stat().st_mtime_ns == first
     _run(_cfg(root, out, spacing_mm=[9.0, 9.0, 10.0]))
     assert image.stat().st_mtime_ns != first
+
+
+def test_a_changed_source_is_redone_and_every_record_holds_its_files_digests(tiny_phantom, tmp_path):
+    # A new case is hashed while it is read (side_by_side), an unchanged config hashes first: both record the digests.
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_phantom, root)
+    out = tmp_path / "pre"
+    _run(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
+    record_path = out / "fullres" / "cases" / "phantom_000" / "record.json"
+    record = json.loads(record_path.read_text())
+    assert record["source_digests"] == {path: file_digest(Path(path)) for path in record["sources"]}
+    source = Path(record["sources"][0])
+    scan = nib.load(source)
+    nib.save(nib.Nifti1Image(np.asarray(scan.dataobj) + 1, scan.affine, scan.header), source)
+    _run(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
+    redone = json.loads(record_path.read_text())
+    assert redone["source_digests"][str(source)] == file_digest(source) != record["source_digests"][str(source)]
 
 
 def test_bad_cases_all_reported_and_good_outputs_not_lost(tmp_path):
