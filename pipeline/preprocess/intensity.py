@@ -54,16 +54,15 @@ def normalise_ct(volume: np.ndarray, stats: IntensityStats | None, settings: Pre
     Raises:
         ValueError: percentile mode without statistics.
     """
-    converted = volume.dtype != np.float32  # a fresh float32 copy: clipped in place below
-    volume = volume.astype(np.float32, copy=False)
     if settings.ct_normalisation == "window":
         low, high = settings.ct_window_hu
-        return (np.clip(volume, low, high) - low) / max(high - low, MIN_STD)
+        return (np.clip(volume.astype(np.float32, copy=False), low, high) - low) / max(high - low, MIN_STD)
     if stats is None:
         raise ValueError("percentile CT normalisation needs dataset intensity statistics (fingerprint)")
-    # In place on the clipped copy (which keeps the volume's memory order): the same float32 operations as
-    # (clip(volume) - mean) / std, without two more full-size temporaries.
-    out = np.clip(volume, stats.percentile_low, stats.percentile_high, out=volume if converted else None)
+    # In place on one float32 copy (which keeps the volume's memory order): the same float32 operations as
+    # (clip(volume) - mean) / std, without more full-size temporaries.
+    out = volume.astype(np.float32)
+    np.clip(out, stats.percentile_low, stats.percentile_high, out=out)
     out -= np.float32(stats.mean)
     out /= np.float32(max(stats.std, MIN_STD))
     return out

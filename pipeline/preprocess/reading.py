@@ -51,7 +51,7 @@ def read_case(
             channels.append(data if keep_integers and data.dtype.kind in "iu" else data.astype(np.float32))
             first = loaded if first is None else first
     label = _check_label(case, loaded_files[-1], first, channels[0].shape, declared_labels, checks) if case.label else None
-    image = channels[0][None] if len(channels) == 1 else np.stack(channels)  # one channel: a view, not a second copy
+    image = stack_channels(channels)
     return image, first.affine, label
 
 
@@ -69,3 +69,8 @@ def _check_label(
             "G3",
         )
     return label
+
+
+def stack_channels(channels: list[np.ndarray]) -> np.ndarray:
+    """Per-channel volumes as one (C, x, y, z) array; a single channel becomes a view, not a second copy."""
+    return channels[0][None] if len(channels) == 1 else np.stack(channels)

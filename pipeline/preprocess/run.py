@@ -38,7 +38,7 @@ from pipeline.preprocess.geometry import (
     resampled_shape,
 )
 from pipeline.preprocess.intensity import IntensityStats, foreground_mask, normalise_ct, normalise_mr
-from pipeline.preprocess.reading import read_case
+from pipeline.preprocess.reading import read_case, stack_channels
 
 
 @dataclass(frozen=True)
@@ -223,8 +223,7 @@ def transform_case(
     box = tuple(slice(a, b) for a, b in zip(start, stop))
     cropped = ras[(slice(None), *box)]
     shape = resampled_shape(cropped.shape[1:], spacing, plan.target_spacing)
-    channels = [_resample_channel(c, plan, spacing, shape, i) for i, c in enumerate(cropped)]
-    out_image = channels[0][None] if len(channels) == 1 else np.stack(channels)  # one channel: a view, no copy
+    out_image = stack_channels([_resample_channel(c, plan, spacing, shape, i) for i, c in enumerate(cropped)])
     out_label = None
     if ras_label is not None:
         out_label = resample_labels(ras_label[box], spacing, plan.target_spacing, shape, plan.num_classes)

@@ -79,34 +79,27 @@ def test_crop_keeps_every_foreground_voxel_and_drops_air(preprocessed, tiny_phan
     assert (crop[:2] < np.array(record["original_shape"])[:2]).any()  # air around the body is cropped
 
 
-def test_second_run_skips_unchanged_cases_and_redoes_changed(tiny_phantom, tmp_path):
+def test_second_run_skips_unchanged_cases_redoes_changed_ones_and_records_the_files_digests(tiny_phantom, tmp_path):
     root = tmp_path / "ds"
     shutil.copytree(tiny_phantom, root)
     out = tmp_path / "pre"
     _run(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
-    image = out / "fullres" / "cases" / "phantom_000" / "image.npy"
-    first = image.stat().st_mtime_ns
-    _run(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
-    assert image.stat().st_mtime_ns == first
-    _run(_cfg(root, out, spacing_mm=[9.0, 9.0, 10.0]))
-    assert image.stat().st_mtime_ns != first
-
-
-def test_a_changed_source_is_redone_and_every_record_holds_its_files_digests(tiny_phantom, tmp_path):
-    # A new case is hashed while it is read (side_by_side), an unchanged config hashes first: both record the digests.
-    root = tmp_path / "ds"
-    shutil.copytree(tiny_phantom, root)
-    out = tmp_path / "pre"
-    _run(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
-    record_path = out / "fullres" / "cases" / "phantom_000" / "record.json"
-    record = json.loads(record_path.read_text())
+    case_dir = out / "fullres" / "cases" / "phantom_000"
+    first = (case_dir / "image.npy").stat().st_mtime_ns
+    record = json.loads((case_dir / "record.json").read_text())  # a new case: hashed while it is read (side_by_side)
     assert record["source_digests"] == {path: file_digest(Path(path)) for path in record["sources"]}
-    source = Path(record["sources"][0])
+    _run(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
+    assert (case_dir / "image.npy").stat().st_mtime_ns == first
+    source = Path(record["sources"][0])  # a changed source under unchanged settings: hashed first, then redone
     scan = nib.load(source)
     nib.save(nib.Nifti1Image(np.asarray(scan.dataobj) + 1, scan.affine, scan.header), source)
     _run(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
-    redone = json.loads(record_path.read_text())
+    redone = json.loads((case_dir / "record.json").read_text())
     assert redone["source_digests"][str(source)] == file_digest(source) != record["source_digests"][str(source)]
+    second = (case_dir / "image.npy").stat().st_mtime_ns
+    assert second != first
+    _run(_cfg(root, out, spacing_mm=[9.0, 9.0, 10.0]))
+    assert (case_dir / "image.npy").stat().st_mtime_ns != second
 
 
 def test_bad_cases_all_reported_and_good_outputs_not_lost(tmp_path):
