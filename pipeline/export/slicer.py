@@ -7,6 +7,7 @@ name, colour (0-1), label value, extent and terminology tag, present or not in t
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,21 @@ def write_seg_nrrd(path: Path, label_map: np.ndarray, affine: np.ndarray, regist
             }
         )
     dtype = np.uint8 if header["type"] == "unsigned char" else np.uint16
+    buffer = io.BytesIO()
+    nrrd.write(buffer, np.ascontiguousarray(label_map, dtype=dtype), header, index_order="F")
     with atomic_path(Path(path)) as tmp:
-        nrrd.write(str(tmp), np.ascontiguousarray(label_map, dtype=dtype), header, index_order="F")
+        tmp.write_bytes(_without_write_date(buffer.getvalue()))
+
+
+def _without_write_date(content: bytes) -> bytes:
+    """``content`` without the ``# on <date>(GMT).`` comment pynrrd writes, so equal masks give equal files.
+
+    A comment is ignored by every NRRD reader; only the header (up to the first blank line) is searched.
+    """
+    header_end = content.index(b"\n\n")
+    lines = content[:header_end].split(b"\n")
+    kept = [line for line in lines if not (line.startswith(b"# on ") and line.endswith(b"(GMT)."))]
+    return b"\n".join(kept) + content[header_end:]
 
 
 def _extent(mask: np.ndarray) -> str:

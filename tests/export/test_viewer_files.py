@@ -43,6 +43,29 @@ def test_seg_nrrd_has_segments_colours_values_and_the_scan_geometry(tmp_path):
     assert seg["masterRepresentation"] == "Binary labelmap"
 
 
+def test_seg_nrrd_bytes_do_not_depend_on_when_it_was_written(tmp_path, monkeypatch):
+    import datetime as real_datetime
+
+    import nrrd.writer
+
+    class Clock:
+        moment = real_datetime.datetime(2020, 1, 1, 0, 0, 0)
+
+        @classmethod
+        def utcnow(cls):
+            return cls.moment
+
+    monkeypatch.setattr(nrrd.writer, "datetime", Clock)
+    label, affine = _label_map(), oblique_lps_affine()
+    write_seg_nrrd(tmp_path / "first.seg.nrrd", label, affine, REGISTRY)
+    Clock.moment = real_datetime.datetime(2031, 7, 9, 13, 14, 15)
+    write_seg_nrrd(tmp_path / "second.seg.nrrd", label, affine, REGISTRY)
+    first, second = (tmp_path / "first.seg.nrrd").read_bytes(), (tmp_path / "second.seg.nrrd").read_bytes()
+    assert first == second
+    assert b"(GMT)" not in first
+    assert np.array_equal(slicerio.read_segmentation(str(tmp_path / "second.seg.nrrd"))["voxels"], label)
+
+
 def test_seg_nrrd_refuses_undeclared_values(tmp_path):
     label = _label_map()
     label[0, 0, 0] = 9
