@@ -43,9 +43,23 @@ def export_onnx(network: torch.nn.Module, in_channels: int, patch_size: tuple[in
         network, (example,), dynamo=True, dynamic_shapes=({0: dim("batch", min=1, max=1024), **spatial},),
         input_names=["image"], output_names=["logits"], verbose=False,
     )  # fmt: skip
+    _sort_range_constraints(program)
     with atomic_path(Path(path)) as tmp:
         program.save(str(tmp))
     return Path(path)
+
+
+def _sort_range_constraints(program) -> None:
+    """Write the exporter's record of the free axes' ranges in a fixed order, so equal networks give equal files.
+
+    The exporter stores ``str`` of a dict keyed by sympy symbols, whose order follows the process's string hashing:
+    two exports of the same weights in two processes differed in that one line.
+    """
+    key = "pkg.torch.export.ExportedProgram.range_constraints"
+    props = program.model.graph.metadata_props
+    if key in props:
+        constraints = program.exported_program.range_constraints
+        props[key] = str(dict(sorted(constraints.items(), key=lambda item: str(item[0]))))
 
 
 class OnnxNetwork(torch.nn.Module):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -46,3 +51,28 @@ def test_exported_3d_network_takes_any_batch_and_stride_multiple_sizes(tmp_path)
             assert torch.allclose(runtime(x), network(x), atol=1e-4)
     with pytest.raises(InvalidInputError, match="no ONNX model"):
         OnnxNetwork(tmp_path / "absent.onnx")
+
+
+EXPORT_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from pipeline.config import VNet3dSettings
+from pipeline.inference.onnx_backend import export_onnx
+from pipeline.models import build_model
+settings = VNet3dSettings(widths=(4, 8, 16), convs=(1, 1, 1), pools=((1, 1, 1), (2, 2, 1), (2, 2, 2)),
+                          kernels=((3, 3, 1), (3, 3, 3), (3, 3, 3)))
+torch.manual_seed(0)
+export_onnx(build_model(settings, 1, 3).eval(), 1, (16, 16, 8), settings.divisor, Path(sys.argv[1]))
+"""
+
+
+def test_two_exports_of_the_same_network_in_differently_hashed_processes_are_equal_files(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    paths = []
+    for hash_seed in ("1", "2"):
+        path = tmp_path / hash_seed / ONNX_FILE
+        path.parent.mkdir()
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, str(path)], check=True, env=env, capture_output=True)
+        paths.append(path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
