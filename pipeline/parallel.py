@@ -44,16 +44,6 @@ def thread_map(function: Callable[[Any], Any], items: Sequence[Any], threads: in
     return [future.result() for future in futures]
 
 
-def side_by_side(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
-    """``(first(), second())`` with ``first`` in a thread of its own while ``second`` runs in this one; both have ended
-    when it returns or raises (``second``'s exception first). For two I/O-bound steps of one case (hashing its files while
-    inflating them)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(first)
-        second_result = second()
-        return pending.result(), second_result
-
-
 @dataclass(frozen=True)
 class CaseJob:
     """One unit of work: the case it belongs to, the file a problem should name, and the call's arguments."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import DiskFullError, InvalidInputError, Problem
-from pipeline.parallel import CaseJob, map_cases, run_guarded, side_by_side, thread_map
+from pipeline.parallel import CaseJob, map_cases, run_guarded, thread_map
 
 
 def work(kind: str) -> str:
@@ -76,28 +76,3 @@ def test_thread_map_keeps_the_order_and_raises_the_first_failure_in_list_order()
     assert len(seen) == 3  # every call ended before the error was raised
     assert len(set(seen)) == 2  # in two threads
 
-
-def test_side_by_side_runs_the_first_call_in_another_thread_and_waits_for_both_before_raising():
-    import threading
-    import time
-
-    ended = []
-
-    def hashing() -> str:
-        time.sleep(0.05)
-        ended.append("first")
-        return threading.current_thread().name
-
-    main = threading.current_thread().name
-    first, second = side_by_side(hashing, lambda: threading.current_thread().name)
-    assert (second, ended) == (main, ["first"]) and first != main
-
-    def failing_read():
-        raise InvalidInputError("/data/a.nii.gz", "truncated", "a", "F1")
-
-    ended.clear()
-    with pytest.raises(InvalidInputError, match="/data/a.nii.gz"):
-        side_by_side(hashing, failing_read)
-    assert ended == ["first"]  # the first call had ended before the second's error was raised
-    with pytest.raises(ZeroDivisionError):  # the first call's own error reaches the caller
-        side_by_side(lambda: 1 / 0, lambda: "read")

@@ -24,7 +24,7 @@ from pipeline.data.header import DEFAULT_CHECKS
 from pipeline.data.layout import Case, Dataset, load_dataset
 from pipeline.errors import DatasetError, Problem
 from pipeline.io_utils import file_digest, save_npy_atomic, text_digest, write_json_atomic
-from pipeline.parallel import CaseJob, map_cases, side_by_side, thread_map
+from pipeline.parallel import CaseJob, map_cases, thread_map
 from pipeline.planning.plans import Plans, read_plans
 from pipeline.preprocess.geometry import (
     CaseGeometryRecord,
@@ -168,8 +168,8 @@ def preprocess_case(case: Case, plan: Plan) -> dict:
         if previous["source_digests"] == digests:
             return previous
         image, affine, label = read()
-    else:  # processed whatever the digests: hash the files while they are inflated
-        digests, (image, affine, label) = side_by_side(source_digests, read)
+    else:  # processed whatever the digests: hash the files while they are inflated (a read error comes first)
+        (image, affine, label), digests = thread_map(lambda step: step(), [read, source_digests])
     geometry, image, label = transform_case(image, affine, label, plan)
     save_npy_atomic(case_dir / "image.npy", image)
     if label is not None:

@@ -86,7 +86,7 @@ def test_second_run_skips_unchanged_cases_redoes_changed_ones_and_records_the_fi
     _run(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
     case_dir = out / "fullres" / "cases" / "phantom_000"
     first = (case_dir / "image.npy").stat().st_mtime_ns
-    record = json.loads((case_dir / "record.json").read_text())  # a new case: hashed while it is read (side_by_side)
+    record = json.loads((case_dir / "record.json").read_text())  # a new case: hashed while it is read (thread_map)
     assert record["source_digests"] == {path: file_digest(Path(path)) for path in record["sources"]}
     _run(_cfg(root, out, spacing_mm=[8.0, 8.0, 10.0]))
     assert (case_dir / "image.npy").stat().st_mtime_ns == first
