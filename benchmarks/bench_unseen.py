@@ -9,8 +9,8 @@ Both are scored with the same Dice (``pipeline.evaluation.metrics.dice_per_class
 against the same label files. Ours comes from ``reports/evaluate/metrics.json`` of a finished ``dvc repro`` on that dataset.
 
 Usage: python benchmarks/bench_unseen.py --project /tmp/mrrun [--minutes M] [--peer-from benchmarks/results/unseen_brain.json]
-Writes benchmarks/results/unseen_<dataset>.json. ``--peer-from`` keeps the recipe's figures of an earlier run on the same
-data (the recipe does not change with segpipe's code) instead of training it again for the same minutes.
+Writes results/unseen_<dataset folder>.json beside this script. ``--peer-from`` keeps the recipe's figures of an earlier
+run on the same data (the recipe does not change with segpipe's code) instead of training it again for the same minutes.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main() -> None:
         "segpipe_minutes": round(sum(json.loads(p.read_text())["train_minutes"] for p in stages), 2),
         "ratio": ours["dice_mean"] / max(float(peer["dice_mean"]), 1e-9),
     }
-    out = Path("benchmarks/results") / f"unseen_{dataset.root.name}.json"
+    out = Path(__file__).resolve().parent / "results" / f"unseen_{dataset.root.name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -8,11 +8,21 @@ Each dataset is a few ellipsoid "organs" of random intensity in a noisy backgrou
 * ``small``: MR, 24 x 20 x 16 at 2 mm, 4 training cases, 1 label;
 * ``multi``: two channels named ``T2`` and ``ADC`` (the second int16), ``.nii`` files, case ids with dots, LPI, 3 labels;
 * ``aniso``: MR, 120 x 120 x 12 at 0.6 x 0.6 x 6 mm, LAS, 3 labels of about 1,000 voxels each, two of them close in
-  intensity (the CPU defaults reached test Dice 0.52 on it with N4 always on, 0.87 once the bias probe left N4 off).
+  intensity (the CPU defaults reached test Dice 0.52 on it with N4 always on, 0.87 once the bias probe left N4 off);
+* ``hippo``: MR, 36 x 50 x 36 at 1 mm, RAS, 60 training and 10 test cases (shaped like MSD's hippocampus task: many
+  small crops of brain tissue), 2 labels of equal intensity, the front and back halves of one ellipsoid, so only
+  position inside the structure tells them apart;
+* ``prostate``: two MR channels (``T2``, ``ADC``), 192 x 192 x 20 at 0.75 x 0.75 x 3.6 mm, LPS, 24 training and 4 test
+  cases (shaped like MSD's prostate task): a body in air (a Rician noise floor), a gland whose inner part is label 2
+  and whose back half of the rest is label 1, a crescent around it;
+* ``spleen``: CT (int16), 512 x 512 slices, each case with its own spacing (0.65-0.95 mm in-plane; 1.5, 2.5 or 5 mm
+  slices over 180-260 mm), LPS, 16 training and 4 test cases (shaped like MSD's spleen task): a body in air with fat,
+  muscle, spine, liver and kidneys; label 1 is the spleen, 20 HU brighter than the liver, at the left back.
 
 MR images are Rician (the magnitude of complex Gaussian noise around the tissue value) with a random per-scan scale.
 
-Usage: python benchmarks/make_unseen_datasets.py OUT_DIR KIND [--seed 0]; then point ``data.root`` at OUT_DIR.
+Usage: python benchmarks/make_unseen_datasets.py OUT_DIR KIND [--seed 0]; then point ``data.root`` at OUT_DIR (or let
+``run_unseen.py KIND`` make a fresh project, run ``dvc repro`` there and collect the figures).
 """
 
 from __future__ import annotations
@@ -30,6 +40,9 @@ KINDS = {
     "small": dict(shape=(24, 20, 16), spacing=(2.0, 2.0, 2.0), labels=1, modality="MR", n=4, n_test=1, codes="RAS"),
     "multi": dict(shape=(40, 44, 36), spacing=(1.2, 1.2, 1.6), labels=3, modality="MR", n=6, n_test=2, codes="LPI"),
     "aniso": dict(shape=(120, 120, 12), spacing=(0.6, 0.6, 6.0), labels=3, modality="MR", n=8, n_test=2, codes="LAS"),
+    "prostate": dict(shape=(192, 192, 20), spacing=(0.75, 0.75, 3.6), labels=2, modality="MR", n=24, n_test=4, codes="LPS"),
+    "spleen": dict(shape=(512, 512, 0), spacing=(0, 0, 0), labels=1, modality="CT", n=16, n_test=4, codes="LPS"),
+    "hippo": dict(shape=(36, 50, 36), spacing=(1.0, 1.0, 1.0), labels=2, modality="MR", n=60, n_test=10, codes="RAS"),
 }
 
 
@@ -48,6 +61,59 @@ def ellipsoids(shape, spacing, present: set[int], rng: np.random.Generator) -> n
     return label
 
 
+def halved_ellipsoid(shape, spacing, rng: np.random.Generator) -> np.ndarray:
+    """One ellipsoid elongated along the second axis, labelled 1 in front of its centre and 2 behind it."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
+    extent = np.array(shape) * np.array(spacing)
+    centre = extent * rng.uniform(0.4, 0.6, 3)
+    radius = extent * np.array([rng.uniform(0.12, 0.2), rng.uniform(0.25, 0.35), rng.uniform(0.12, 0.2)])
+    inside = (((grid - centre) / radius) ** 2).sum(-1) < 1
+    return np.where(inside, np.where(grid[..., 1] < centre[1], 1, 2), 0).astype(np.uint8)
+
+
+def gland(shape, spacing, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(label, body)``: an elliptic body cylinder through every slice and, inside it, an ellipsoid gland whose inner
+    60 % is label 2 and whose remaining shell is label 1 behind the gland's centre (second axis)."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
+    extent = np.array(shape) * np.array(spacing)
+    body = (((grid[..., :2] - extent[:2] / 2) / (extent[:2] * rng.uniform(0.38, 0.46, 2))) ** 2).sum(-1) < 1
+    centre = extent * np.array([rng.uniform(0.45, 0.55), rng.uniform(0.5, 0.6), rng.uniform(0.4, 0.6)])
+    radius = np.array([rng.uniform(18, 26), rng.uniform(14, 20), rng.uniform(14, 22)])
+    distance = (((grid - centre) / radius) ** 2).sum(-1)
+    label = np.where(distance < 0.36, 2, np.where((distance < 1) & (grid[..., 1] > centre[1]), 1, 0))
+    return label.astype(np.uint8), body
+
+
+def abdomen(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(image in HU, spleen label, affine)`` of one ``spleen`` case on its own grid (see the module docstring)."""
+    inplane, thickness = rng.uniform(0.65, 0.95), rng.choice([1.5, 2.5, 5.0], p=[0.2, 0.3, 0.5])
+    shape = (512, 512, int(rng.uniform(180, 260) / thickness))
+    spacing = np.array([inplane, inplane, thickness])
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
+    extent = np.array(shape) * spacing
+    centre = extent / 2 + np.array([*rng.uniform(-10, 10, 2), 0])
+    half_axes = np.array([rng.uniform(150, 175), rng.uniform(110, 130)])  # the body's half axes (mm), left-right wider
+
+    def ellipsoid(offset_mm, radii_mm, axes=3):
+        where = centre + np.asarray(offset_mm) * np.array([1, 1, 1]) + rng.uniform(-8, 8, 3)
+        return (((grid[..., :axes] - where[:axes]) / np.asarray(radii_mm)[:axes]) ** 2).sum(-1) < 1
+
+    body_radius = (((grid[..., :2] - centre[:2]) / half_axes) ** 2).sum(-1)
+    image = np.full(shape, -1000.0)
+    image[body_radius < 1] = -100.0  # fat
+    image[body_radius < 0.8] = 40.0  # muscle and bowel
+    image[ellipsoid([0, 70, 0], [18, 18, 1], axes=2)] = 500.0  # spine
+    image[ellipsoid([-75, 5, 20], [rng.uniform(70, 90), 70, 80])] = 100.0  # liver (patient's right)
+    for side in (-1, 1):
+        image[ellipsoid([side * 60, 55, -30], [25, 30, 50])] = 160.0  # kidneys
+    spleen = ellipsoid([rng.uniform(80, 95), rng.uniform(35, 50), 30], rng.uniform([25, 40, 45], [35, 55, 65]))
+    image[spleen] = 120.0
+    image += rng.normal(0, rng.uniform(15, 30), shape)
+    affine = nib.orientations.inv_ornt_aff(nib.orientations.axcodes2ornt(("L", "P", "S")), shape) @ np.diag([*spacing, 1])
+    affine[:3, 3] += rng.uniform(-50, 50, 3)
+    return image, spleen.astype(np.uint8), affine
+
+
 def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
     """Write dataset ``kind`` (see the module docstring) as an nnU-Net v2 raw folder under ``root``."""
     spec = KINDS[kind]
@@ -57,25 +123,45 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
     affine = affine @ np.diag([*spacing, 1.0])
     affine[:3, 3] += rng.uniform(-50, 50, 3)
     means = rng.uniform(200, 900, spec["labels"] + 1)
+    if kind == "hippo":  # one tissue, darker surroundings: the two labels differ only in where they lie
+        means = np.array([350.0, 600.0, 600.0])
+    if kind == "prostate":  # T2: peripheral zone brighter than the transition zone, both above the body's tissue
+        means = np.array([400.0, 800.0, 550.0])
     for split, count in (("Tr", spec["n"]), ("Ts", spec["n_test"])):
         (root / f"images{split}").mkdir(parents=True, exist_ok=True)
         (root / f"labels{split}").mkdir(parents=True, exist_ok=True)
         for index in range(count):
             present = set(range(1, spec["labels"] + 1)) - ({6} if kind == "many" and index % 3 == 0 else set())
-            label = ellipsoids(shape, spacing, present, rng)
+            body = None
+            if kind == "spleen":
+                case = f"spleen_{split.lower()}{index:03d}"
+                image, label, own_affine = abdomen(rng)
+                nib.save(nib.Nifti1Image(image.astype(np.int16), own_affine), root / f"images{split}" / f"{case}_0000{ending}")
+                nib.save(nib.Nifti1Image(label, own_affine), root / f"labels{split}" / f"{case}{ending}")
+                continue
+            if kind == "hippo":
+                label = halved_ellipsoid(shape, spacing, rng)
+            elif kind == "prostate":
+                label, body = gland(shape, spacing, rng)
+            else:
+                label = ellipsoids(shape, spacing, present, rng)
             if spec["modality"] == "CT":
                 tissue = np.where(label > 0, means[label] - 900, 40.0)
                 image = (tissue + rng.normal(0, 20, shape)).astype(np.int16)
             else:
-                tissue = means[label] * rng.uniform(0.5, 2.0) + rng.normal(0, 60, shape)
+                tissue = means[label] * (body if body is not None else 1) * rng.uniform(0.5, 2.0) + rng.normal(0, 60, shape)
                 image = np.abs(tissue + 1j * rng.normal(0, 60, shape)).astype(np.float32)
             case = f"{kind}.v1_{split.lower()}{index:03d}" if kind == "multi" else f"{kind}_{split.lower()}{index:03d}"
             nib.save(nib.Nifti1Image(image, affine), root / f"images{split}" / f"{case}_0000{ending}")
             if kind == "multi":
                 second = (np.sqrt(np.abs(image)) * 10).astype(np.int16)
                 nib.save(nib.Nifti1Image(second, affine), root / f"images{split}" / f"{case}_0001{ending}")
+            if kind == "prostate":  # ADC (int16): peripheral zone high, transition zone low, noise of its own
+                adc = np.where(label == 1, 1800.0, np.where(label == 2, 1100.0, 1400.0)) * body
+                second = np.abs(adc + rng.normal(0, 120, shape) + 1j * rng.normal(0, 120, shape)).astype(np.int16)
+                nib.save(nib.Nifti1Image(second, affine), root / f"images{split}" / f"{case}_0001{ending}")
             nib.save(nib.Nifti1Image(label, affine), root / f"labels{split}" / f"{case}{ending}")
-    channels = {"0": "T2", "1": "ADC"} if kind == "multi" else {"0": spec["modality"]}
+    channels = {"0": "T2", "1": "ADC"} if kind in ("multi", "prostate") else {"0": spec["modality"]}
     labels = {"background": 0, **{f"class{k}": k for k in range(1, spec["labels"] + 1)}}
     meta = {"channel_names": channels, "labels": labels, "numTraining": spec["n"], "file_ending": ending, "name": kind}
     (root / "dataset.json").write_text(json.dumps(meta, indent=1))
