@@ -84,7 +84,9 @@ def main() -> None:
         make_dataset(data_root, args.kind, args.seed)
     fresh_project(project, data_root.resolve())
     start = time.monotonic()
-    env = {**os.environ, "PYTHONPATH": str(project)}
+    # dvc and the stages' `segpipe` commands from this interpreter's environment, activated or not
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PYTHONPATH": str(project), "PATH": path}
     with open(project / "repro.log", "w") as log:
         done = subprocess.run(["dvc", "repro", "evaluate", "export"], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode:
