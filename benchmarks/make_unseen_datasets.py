@@ -46,11 +46,17 @@ KINDS = {
 }
 
 
+def grid_mm(shape, spacing) -> tuple[np.ndarray, np.ndarray]:
+    """``(grid, extent)``: every voxel's position in mm from the first voxel, shape ``(*shape, 3)``, and the grid's
+    extent in mm."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
+    return grid, np.array(shape) * np.array(spacing)
+
+
 def ellipsoids(shape, spacing, present: set[int], rng: np.random.Generator) -> np.ndarray:
     """A label map with one ellipsoid per class in ``present`` (later classes drawn over earlier ones); on a grid of
     three slices or fewer the ellipsoids are cylinders through every slice."""
-    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
-    extent = np.array(shape) * np.array(spacing)
+    grid, extent = grid_mm(shape, spacing)
     axes = 2 if min(shape) <= 3 else 3
     label = np.zeros(shape, np.uint8)
     for value in sorted(present):
@@ -63,8 +69,7 @@ def ellipsoids(shape, spacing, present: set[int], rng: np.random.Generator) -> n
 
 def halved_ellipsoid(shape, spacing, rng: np.random.Generator) -> np.ndarray:
     """One ellipsoid elongated along the second axis, labelled 1 in front of its centre and 2 behind it."""
-    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
-    extent = np.array(shape) * np.array(spacing)
+    grid, extent = grid_mm(shape, spacing)
     centre = extent * rng.uniform(0.4, 0.6, 3)
     radius = extent * np.array([rng.uniform(0.12, 0.2), rng.uniform(0.25, 0.35), rng.uniform(0.12, 0.2)])
     inside = (((grid - centre) / radius) ** 2).sum(-1) < 1
@@ -74,8 +79,7 @@ def halved_ellipsoid(shape, spacing, rng: np.random.Generator) -> np.ndarray:
 def gland(shape, spacing, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(label, body)``: an elliptic body cylinder through every slice and, inside it, an ellipsoid gland whose inner
     60 % is label 2 and whose remaining shell is label 1 behind the gland's centre (second axis)."""
-    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
-    extent = np.array(shape) * np.array(spacing)
+    grid, extent = grid_mm(shape, spacing)
     body = (((grid[..., :2] - extent[:2] / 2) / (extent[:2] * rng.uniform(0.38, 0.46, 2))) ** 2).sum(-1) < 1
     centre = extent * np.array([rng.uniform(0.45, 0.55), rng.uniform(0.5, 0.6), rng.uniform(0.4, 0.6)])
     radius = np.array([rng.uniform(18, 26), rng.uniform(14, 20), rng.uniform(14, 22)])
@@ -89,13 +93,12 @@ def abdomen(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarra
     inplane, thickness = rng.uniform(0.65, 0.95), rng.choice([1.5, 2.5, 5.0], p=[0.2, 0.3, 0.5])
     shape = (512, 512, int(rng.uniform(180, 260) / thickness))
     spacing = np.array([inplane, inplane, thickness])
-    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
-    extent = np.array(shape) * spacing
+    grid, extent = grid_mm(shape, spacing)
     centre = extent / 2 + np.array([*rng.uniform(-10, 10, 2), 0])
     half_axes = np.array([rng.uniform(150, 175), rng.uniform(110, 130)])  # the body's half axes (mm), left-right wider
 
     def ellipsoid(offset_mm, radii_mm, axes=3):
-        where = centre + np.asarray(offset_mm) * np.array([1, 1, 1]) + rng.uniform(-8, 8, 3)
+        where = centre + np.asarray(offset_mm) + rng.uniform(-8, 8, 3)
         return (((grid[..., :axes] - where[:axes]) / np.asarray(radii_mm)[:axes]) ** 2).sum(-1) < 1
 
     body_radius = (((grid[..., :2] - centre[:2]) / half_axes) ** 2).sum(-1)

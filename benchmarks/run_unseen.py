@@ -64,10 +64,8 @@ def summary(project: Path, minutes: float) -> dict:
         "postprocessing": decisions["postprocessing"],
         "test": json.loads((project / "reports/evaluate/metrics.json").read_text()),
         "training": {
-            str(p.parent.relative_to(project / "reports")): {
-                k: json.loads(p.read_text()).get(k) for k in ("epochs", "train_minutes")
-            }
-            for p in stages
+            str(path.parent.relative_to(project / "reports")): {key: metrics.get(key) for key in ("epochs", "train_minutes")}
+            for path, metrics in ((path, json.loads(path.read_text())) for path in stages)
         },
         "dvc_repro_minutes": round(minutes, 1),
     }
