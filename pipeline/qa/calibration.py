@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage, optimize
 
+from pipeline.qa.outputs import padded_box
+
 EPSILON = 1e-7
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 NEIGHBOURHOOD_MM = 10.0  # calibration is measured on the foreground and this margin around it
@@ -68,12 +70,22 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def neighbourhood(truth: np.ndarray, prediction: np.ndarray, spacing, margin_mm: float = NEIGHBOURHOOD_MM) -> np.ndarray:
-    """Foreground of either map and everything within ``margin_mm`` of it (a ball in millimetres)."""
+    """Foreground of either map and every voxel whose centre lies within ``margin_mm`` (Euclidean, in millimetres) of
+    a foreground voxel's centre: the dilation by a ball in millimetres.
+
+    Computed with a Euclidean distance transform inside the foreground's box grown by the margin, which nothing outside
+    can reach: linear in the box's voxels. A binary dilation by the ball costs the ball's size per voxel (about 4,000
+    at 10 mm on a 0.74 mm CT) and took minutes per 512 x 512 scan.
+    """
     foreground = (truth > 0) | (prediction > 0)
-    radius = [int(margin_mm // float(s)) for s in spacing]
-    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
-    ball = sum((g * float(s)) ** 2 for g, s in zip(grid, spacing)) <= margin_mm**2 + 1e-9  # a ball in millimetres
-    return ndimage.binary_dilation(foreground, structure=ball) if foreground.any() else foreground
+    if not foreground.any():
+        return foreground
+    start, stop = padded_box(foreground, spacing, margin_mm, whole_if_empty=False)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+    distance = ndimage.distance_transform_edt(~foreground[box], sampling=[float(s) for s in spacing])
+    out = np.zeros_like(foreground)
+    out[box] = distance**2 <= margin_mm**2 + 1e-9
+    return out
 
 
 def sample_voxels(mask: np.ndarray, limit: int, seed: int) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from pipeline.qa.calibration import (
     apply_temperature,
@@ -60,3 +61,16 @@ def test_neighbourhood_is_the_foreground_and_a_margin_in_millimetres():
     assert mask[10, 13, 2] and not mask[10, 14, 2] and mask[7, 10, 2]  # 3 voxels in-plane
     assert not mask[10, 10, 3]  # 5 mm slices: 3 mm reaches no neighbouring slice
     assert not neighbourhood(np.zeros_like(truth), prediction, (1, 1, 1)).any()
+
+
+@pytest.mark.parametrize("spacing, margin_mm", [((1.0, 1.0, 2.0), 2.0), ((0.7376, 0.7376, 2.5), 4.0), ((1.3, 0.9, 3.97), 3.0)])
+def test_neighbourhood_equals_a_dilation_by_the_ball_in_millimetres(spacing, margin_mm):
+    rng = np.random.default_rng(3)
+    truth = (rng.random((30, 26, 12)) > 0.995).astype(np.uint8)
+    prediction = np.zeros_like(truth)
+    prediction[0, 3, 11] = prediction[29, 25, 0] = 2  # at the array's corners: the grown box is clipped there
+    radius = [int(margin_mm // s) for s in spacing]
+    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+    ball = sum((g * s) ** 2 for g, s in zip(grid, spacing)) <= margin_mm**2 + 1e-9  # boundary points of 1 mm grids count
+    expected = ndimage.binary_dilation((truth > 0) | (prediction > 0), structure=ball)
+    np.testing.assert_array_equal(neighbourhood(truth, prediction, spacing, margin_mm), expected)
