@@ -36,7 +36,8 @@ IO_THREADS = 2  # files of one case read (inflated, hashed) side by side: zlib/I
 
 def thread_map(function: Callable[[Any], Any], items: Sequence[Any], threads: int = IO_THREADS) -> list[Any]:
     """``[function(item) for item in items]`` in up to ``threads`` threads, in order; the first item's exception (in
-    list order) is raised, after every call has ended. For I/O-bound work within one case (reading, hashing files)."""
+    list order) is raised, after every call has ended. For work within one case that releases the GIL (reading,
+    inflating and hashing files; SciPy's interpolation)."""
     if len(items) <= 1 or threads <= 1:
         return [function(item) for item in items]
     with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:

@@ -22,6 +22,7 @@ import torch
 from scipy import ndimage
 
 from pipeline.evaluation.metrics import dice_per_class
+from pipeline.parallel import thread_map
 
 ONE_OBJECT_SHARE = 0.95  # a structure is one object when its largest 26-connected component holds this share of it
 
@@ -85,8 +86,9 @@ def apply_postprocessing(label: np.ndarray, decision: PostprocessingDecision) ->
     out = label.copy(order="K")  # keeps a Fortran-ordered mask Fortran-ordered (cheap to write)
     if decision.foreground:
         _keep_largest_component(out, out > 0)
-    for value in decision.classes:
-        _keep_largest_component(out, out == value)
+    # the classes side by side (SciPy's labelling releases the GIL): each step reads and clears voxels of its own value
+    # only, so the steps do not depend on each other or their order
+    thread_map(lambda value: _keep_largest_component(out, out == value), list(decision.classes))
     return out
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline.data.labels import label_dtype, present_values
+from pipeline.parallel import thread_map
 
 RAS_ORNT = nio.axcodes2ornt(("R", "A", "S"))
 _INTERPOLATORS = {"nearest": sitk.sitkNearestNeighbor, "linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}
@@ -246,7 +247,10 @@ def restore_argmax(probabilities: np.ndarray, record: CaseGeometryRecord) -> np.
     points = _fine_voxels_of_cells(np.argwhere(_mixed_cells(coarse)), lows)
     if points[0].size:
         positions = np.stack([low[index] + weight[index] for (low, _, weight), index in zip(taps, points)])
-        values = np.stack([ndimage.map_coordinates(channel, positions, order=1, mode="nearest") for channel in probabilities])
+        def interpolate(channel: np.ndarray) -> np.ndarray:  # one channel per thread: SciPy's interpolation releases the GIL
+            return ndimage.map_coordinates(channel, positions, order=1, mode="nearest")
+
+        values = np.stack(thread_map(interpolate, list(probabilities)))
         cropped[points] = values.argmax(axis=0).astype(dtype)
     return place_on_original_grid(cropped, record)
 
