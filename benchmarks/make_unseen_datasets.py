@@ -17,7 +17,10 @@ Each dataset is a few ellipsoid "organs" of random intensity in a noisy backgrou
   and whose back half of the rest is label 1, a crescent around it;
 * ``spleen``: CT (int16), 512 x 512 slices, each case with its own spacing (0.65-0.95 mm in-plane; 1.5, 2.5 or 5 mm
   slices over 180-260 mm), LPS, 16 training and 4 test cases (shaped like MSD's spleen task): a body in air with fat,
-  muscle, spine, liver and kidneys; label 1 is the spleen, 20 HU brighter than the liver, at the left back.
+  muscle, spine, liver and kidneys; label 1 is the spleen, 20 HU brighter than the liver, at the left back;
+* ``liver``: the ``spleen`` kind's abdomens (16 training and 4 test cases), labelled like MSD's liver task: label 1 is
+  the liver, label 2 one to three hypodense lesions inside it (6-18 mm radius, 25-45 HU darker than the liver), so one
+  class is large and the other small and inside it.
 
 MR images are Rician (the magnitude of complex Gaussian noise around the tissue value) with a random per-scan scale.
 
@@ -43,6 +46,7 @@ KINDS = {
     "prostate": dict(shape=(192, 192, 20), spacing=(0.75, 0.75, 3.6), labels=2, modality="MR", n=24, n_test=4, codes="LPS"),
     "spleen": dict(shape=(512, 512, 0), spacing=(0, 0, 0), labels=1, modality="CT", n=16, n_test=4, codes="LPS"),
     "hippo": dict(shape=(36, 50, 36), spacing=(1.0, 1.0, 1.0), labels=2, modality="MR", n=60, n_test=10, codes="RAS"),
+    "liver": dict(shape=(512, 512, 0), spacing=(0, 0, 0), labels=2, modality="CT", n=16, n_test=4, codes="LPS"),
 }
 
 
@@ -88,8 +92,9 @@ def gland(shape, spacing, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     return label.astype(np.uint8), body
 
 
-def abdomen(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(image in HU, spleen label, affine)`` of one ``spleen`` case on its own grid (see the module docstring)."""
+def abdomen(rng: np.random.Generator, lesions: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(image in HU, label, affine)`` of one ``spleen`` case on its own grid (see the module docstring), or with
+    ``lesions`` of one ``liver`` case (the same draws first, then the lesions', so a seed gives both kinds one body)."""
     inplane, thickness = rng.uniform(0.65, 0.95), rng.choice([1.5, 2.5, 5.0], p=[0.2, 0.3, 0.5])
     shape = (512, 512, int(rng.uniform(180, 260) / thickness))
     spacing = np.array([inplane, inplane, thickness])
@@ -106,15 +111,33 @@ def abdomen(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarra
     image[body_radius < 1] = -100.0  # fat
     image[body_radius < 0.8] = 40.0  # muscle and bowel
     image[ellipsoid([0, 70, 0], [18, 18, 1], axes=2)] = 500.0  # spine
-    image[ellipsoid([-75, 5, 20], [rng.uniform(70, 90), 70, 80])] = 100.0  # liver (patient's right)
+    liver = ellipsoid([-75, 5, 20], [rng.uniform(70, 90), 70, 80])
+    image[liver] = 100.0  # liver (patient's right)
     for side in (-1, 1):
         image[ellipsoid([side * 60, 55, -30], [25, 30, 50])] = 160.0  # kidneys
     spleen = ellipsoid([rng.uniform(80, 95), rng.uniform(35, 50), 30], rng.uniform([25, 40, 45], [35, 55, 65]))
     image[spleen] = 120.0
+    label = spleen.astype(np.uint8)
+    if lesions:
+        label = liver_with_lesions(grid, spacing, liver, image, rng)
     image += rng.normal(0, rng.uniform(15, 30), shape)
     affine = nib.orientations.inv_ornt_aff(nib.orientations.axcodes2ornt(("L", "P", "S")), shape) @ np.diag([*spacing, 1])
     affine[:3, 3] += rng.uniform(-50, 50, 3)
-    return image, spleen.astype(np.uint8), affine
+    return image, label, affine
+
+
+def liver_with_lesions(grid, spacing, liver: np.ndarray, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Label 1 the liver, label 2 one to three spherical lesions centred on liver voxels (clipped to the liver), drawn
+    into ``image`` (HU, in place) 25-45 HU below the liver's 100 HU."""
+    label = liver.astype(np.uint8)
+    inside = np.argwhere(liver)
+    for _ in range(int(rng.integers(1, 4))):
+        radius = rng.uniform(6, 18)
+        centre = inside[rng.integers(len(inside))] * spacing
+        lesion = liver & ((((grid - centre) ** 2).sum(-1)) < radius**2)
+        image[lesion] = 100.0 - rng.uniform(25, 45)
+        label[lesion] = 2
+    return label
 
 
 def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
@@ -136,9 +159,9 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
         for index in range(count):
             present = set(range(1, spec["labels"] + 1)) - ({6} if kind == "many" and index % 3 == 0 else set())
             body = None
-            if kind == "spleen":
-                case = f"spleen_{split.lower()}{index:03d}"
-                image, label, own_affine = abdomen(rng)
+            if kind in ("spleen", "liver"):
+                case = f"{kind}_{split.lower()}{index:03d}"
+                image, label, own_affine = abdomen(rng, lesions=kind == "liver")
                 nib.save(nib.Nifti1Image(image.astype(np.int16), own_affine), root / f"images{split}" / f"{case}_0000{ending}")
                 nib.save(nib.Nifti1Image(label, own_affine), root / f"labels{split}" / f"{case}{ending}")
                 continue
