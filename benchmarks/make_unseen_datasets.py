@@ -117,23 +117,21 @@ def abdomen(rng: np.random.Generator, lesions: bool = False) -> tuple[np.ndarray
         image[ellipsoid([side * 60, 55, -30], [25, 30, 50])] = 160.0  # kidneys
     spleen = ellipsoid([rng.uniform(80, 95), rng.uniform(35, 50), 30], rng.uniform([25, 40, 45], [35, 55, 65]))
     image[spleen] = 120.0
-    label = spleen.astype(np.uint8)
-    if lesions:
-        label = liver_with_lesions(grid, spacing, liver, image, rng)
+    label = liver_with_lesions(grid, liver, image, rng) if lesions else spleen.astype(np.uint8)
     image += rng.normal(0, rng.uniform(15, 30), shape)
     affine = nib.orientations.inv_ornt_aff(nib.orientations.axcodes2ornt(("L", "P", "S")), shape) @ np.diag([*spacing, 1])
     affine[:3, 3] += rng.uniform(-50, 50, 3)
     return image, label, affine
 
 
-def liver_with_lesions(grid, spacing, liver: np.ndarray, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def liver_with_lesions(grid, liver: np.ndarray, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Label 1 the liver, label 2 one to three spherical lesions centred on liver voxels (clipped to the liver), drawn
-    into ``image`` (HU, in place) 25-45 HU below the liver's 100 HU."""
+    into ``image`` (HU, in place) 25-45 HU below the liver's 100 HU. ``grid``: every voxel's position in mm."""
     label = liver.astype(np.uint8)
-    inside = np.argwhere(liver)
+    inside = np.flatnonzero(liver)
     for _ in range(int(rng.integers(1, 4))):
         radius = rng.uniform(6, 18)
-        centre = inside[rng.integers(len(inside))] * spacing
+        centre = grid.reshape(-1, 3)[inside[rng.integers(len(inside))]]
         lesion = liver & ((((grid - centre) ** 2).sum(-1)) < radius**2)
         image[lesion] = 100.0 - rng.uniform(25, 45)
         label[lesion] = 2
