@@ -50,7 +50,7 @@ from pipeline.qa.calibration import (
     neighbourhood,
     sample_voxels,
 )
-from pipeline.qa.outputs import padded_box
+from pipeline.qa.outputs import box_slices, padded_box
 from pipeline.qa.uncertainty import BAND_VOXELS, entropy, organ_uncertainty
 from pipeline.serving import log_served_model
 from pipeline.tracking.mlflow_run import RunTracker, run_tags
@@ -144,7 +144,7 @@ def _keep_box(path: Path, probabilities: np.ndarray, truth: np.ndarray, spacing)
     """Save the models' probabilities (float16) in the box of the foreground (truth or any prediction) plus margins."""
     foreground = (truth > 0) | (probabilities.mean(axis=0).argmax(0) > 0)
     start, stop = padded_box(foreground, spacing, NEIGHBOURHOOD_MM + BAND_VOXELS * max(spacing), whole_if_empty=True)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+    box = box_slices(start, stop)
     np.save(path, probabilities[(slice(None), slice(None), *box)].astype(np.float16), allow_pickle=False)
     return box
 

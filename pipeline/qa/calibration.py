@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage, optimize
 
-from pipeline.qa.outputs import padded_box
+from pipeline.qa.outputs import box_slices, padded_box
 
 EPSILON = 1e-7
 TEMPERATURE_BOUNDS = (0.05, 20.0)
@@ -81,7 +81,7 @@ def neighbourhood(truth: np.ndarray, prediction: np.ndarray, spacing, margin_mm:
     if not foreground.any():
         return foreground
     start, stop = padded_box(foreground, spacing, margin_mm, whole_if_empty=False)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+    box = box_slices(start, stop)
     distance = ndimage.distance_transform_edt(~foreground[box], sampling=[float(s) for s in spacing])
     out = np.zeros_like(foreground)
     out[box] = distance**2 <= margin_mm**2 + 1e-9

@@ -32,6 +32,11 @@ def padded_box(mask: np.ndarray, spacing, margin_mm: float, whole_if_empty: bool
     return np.maximum(voxels.min(axis=0) - margin, 0), np.minimum(voxels.max(axis=0) + margin + 1, mask.shape)
 
 
+def box_slices(start, stop) -> tuple[slice, ...]:
+    """The index of the box from ``start`` (inclusive) to ``stop`` (exclusive) per axis, as :func:`padded_box` gives it."""
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+
+
 def write_uncertainty_maps(folder: Path, case_id: str, maps: dict[str, np.ndarray], affine: np.ndarray) -> None:
     """Write each map as ``<folder>/uncertainty/<case>_<key>.nii.gz`` (float32, the mask's affine)."""
     for key, values in maps.items():
@@ -58,7 +63,7 @@ def read_uncertainty_maps(folder: Path, case_id: str, mask: LoadedNifti, checks:
 def save_probability_box(folder: Path, case_id: str, probabilities, label, spacing, margin_mm: float, temperature: float):
     """Save ``probabilities`` (C, x, y, z) as float16 in the box of ``label``'s foreground plus ``margin_mm``."""
     start, stop = padded_box(label > 0, spacing, margin_mm, whole_if_empty=False)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+    box = box_slices(start, stop)
     with atomic_path(Path(folder) / PROBABILITY_DIR / f"{case_id}.npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(
             fh, probabilities=probabilities[(slice(None), *box)].astype(np.float16), start=start, stop=stop,
@@ -72,5 +77,5 @@ def load_probability_box(folder: Path, case_id: str) -> tuple[np.ndarray, tuple[
     if not path.is_file():
         return None
     with np.load(path) as saved:
-        box = tuple(slice(int(a), int(b)) for a, b in zip(saved["start"], saved["stop"]))
+        box = box_slices(saved["start"], saved["stop"])
         return saved["probabilities"], box, float(saved["temperature"])
