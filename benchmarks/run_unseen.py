@@ -8,6 +8,8 @@ each training stage's epochs and minutes. Then ``bench_unseen.py --project <work
 beside it.
 
 Usage: python benchmarks/run_unseen.py KIND [--work /tmp/segpipe_unseen] [--seed 0]
+       python benchmarks/run_unseen.py --data-root DIR [--work ...]   (a dataset made elsewhere, e.g. the brain MR
+       phantom: ``segpipe synth synth.modality=MR synth.out_dir=DIR``; its folder name names the run)
 """
 
 from __future__ import annotations
@@ -73,12 +75,16 @@ def summary(project: Path, minutes: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=sorted(KINDS))
+    parser.add_argument("kind", nargs="?", choices=sorted(KINDS))
+    parser.add_argument("--data-root", type=Path, help="an existing dataset folder instead of a generated KIND")
     parser.add_argument("--work", type=Path, default=Path("/tmp/segpipe_unseen"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    data_root, project = args.work / args.kind, args.work / f"project_{args.kind}"
-    if not (data_root / "dataset.json").exists():
+    if (args.kind is None) == (args.data_root is None):
+        parser.error("give either KIND or --data-root")
+    name = args.kind or args.data_root.name
+    data_root, project = args.data_root or args.work / name, args.work / f"project_{name}"
+    if args.kind and not (data_root / "dataset.json").exists():
         make_dataset(data_root, args.kind, args.seed)
     fresh_project(project, data_root.resolve())
     start = time.monotonic()
@@ -88,9 +94,9 @@ def main() -> None:
     with open(project / "repro.log", "w") as log:
         done = subprocess.run(["dvc", "repro", "evaluate", "export"], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode:
-        raise SystemExit(f"dvc repro failed on {args.kind}: see {project / 'repro.log'}")
+        raise SystemExit(f"dvc repro failed on {name}: see {project / 'repro.log'}")
     result = summary(project, (time.monotonic() - start) / 60)
-    (args.work / f"{args.kind}_summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.work / f"{name}_summary.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 
