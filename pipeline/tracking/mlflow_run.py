@@ -12,6 +12,7 @@ import os
 import platform
 import socket
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -209,9 +210,11 @@ class RunTracker:
             return
         import mlflow.pyfunc
 
-        mlflow.pyfunc.log_model(
-            name=name, python_model=str(code), artifacts=artifacts, signature=signature, pip_requirements=["mlflow"]
-        )
+        with warnings.catch_warnings():  # its input is a scan's path: an example would name a file only this machine has
+            warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+            mlflow.pyfunc.log_model(
+                name=name, python_model=str(code), artifacts=artifacts, signature=signature, pip_requirements=["mlflow"]
+            )
 
     def end(self, status: str = "FINISHED") -> None:
         if self._mlflow:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,9 @@ def test_exported_3d_network_takes_any_batch_and_stride_multiple_sizes(tmp_path)
     settings = VNet3dSettings(widths=(4, 8, 16), convs=(1, 1, 1), pools=pools, kernels=kernels)
     torch.manual_seed(0)
     network = build_model(settings, 1, 3).eval()
-    path = export_onnx(network, 1, (16, 16, 8), settings.divisor, tmp_path / ONNX_FILE)
+    with warnings.catch_warnings():  # the exporter's own deprecation notice is not shown to users (every training run)
+        warnings.simplefilter("error", FutureWarning)
+        path = export_onnx(network, 1, (16, 16, 8), settings.divisor, tmp_path / ONNX_FILE)
     runtime = OnnxNetwork(path)
     for shape in ((1, 1, 16, 16, 8), (3, 1, 32, 24, 6)):  # divisor (4, 4, 2): any multiple along each axis
         x = torch.randn(*shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from pipeline.qa.calibration import (
@@ -52,6 +53,20 @@ def test_scores_by_hand():
     assert brier(probabilities, labels) == pytest.approx(np.mean([0.02, 1.28, 0.18, 0.32]), rel=1e-6)
     # class 0: bins of 0.9 (right, |1-0.9|), 0.8 (wrong, 0.8), 0.3 (wrong, 0.3), 0.6 (right, 0.4); class 1 mirrors it
     assert expected_calibration_error(probabilities, labels, bins=10) == pytest.approx(0.4, abs=1e-6)
+
+
+def test_calibration_error_of_a_strided_array_is_binned_from_contiguous_rows(monkeypatch):
+    """MONAI bins each class's row with ``torch.bucketize``, which copies a strided row and warns in every evaluate log."""
+    bucketize = torch.bucketize
+
+    def contiguous_only(values, boundaries, **kwargs):
+        assert values.is_contiguous()
+        return bucketize(values, boundaries, **kwargs)
+
+    monkeypatch.setattr(torch, "bucketize", contiguous_only)
+    strided = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], np.float32).T  # (C, N) view of (N, C)
+    assert not strided.flags.c_contiguous
+    assert expected_calibration_error(strided, np.array([0, 1, 1, 0]), bins=10) == pytest.approx(0.4, abs=1e-6)
 
 
 def test_neighbourhood_is_the_foreground_and_a_margin_in_millimetres():
