@@ -75,4 +75,3 @@ def test_thread_map_keeps_the_order_and_raises_the_first_failure_in_list_order()
         thread_map(slow_square, [0, 1, 2])
     assert len(seen) == 3  # every call ended before the error was raised
     assert len(set(seen)) == 2  # in two threads
-

@@ -247,6 +247,7 @@ def restore_argmax(probabilities: np.ndarray, record: CaseGeometryRecord) -> np.
     points = _fine_voxels_of_cells(np.argwhere(_mixed_cells(coarse)), lows)
     if points[0].size:
         positions = np.stack([low[index] + weight[index] for (low, _, weight), index in zip(taps, points)])
+
         def interpolate(channel: np.ndarray) -> np.ndarray:  # one channel per thread: SciPy's interpolation releases the GIL
             return ndimage.map_coordinates(channel, positions, order=1, mode="nearest")
 
