@@ -20,7 +20,11 @@ Each dataset is a few ellipsoid "organs" of random intensity in a noisy backgrou
   muscle, spine, liver and kidneys; label 1 is the spleen, 20 HU brighter than the liver, at the left back;
 * ``liver``: the ``spleen`` kind's abdomens (16 training and 4 test cases), labelled like MSD's liver task: label 1 is
   the liver, label 2 one to three hypodense lesions inside it (6-18 mm radius, 25-45 HU darker than the liver), so one
-  class is large and the other small and inside it.
+  class is large and the other small and inside it;
+* ``abdomen_mr``: the same abdomens as T2-weighted MR (shaped like CHAOS's T2-SPIR task): 256 x 256 slices at
+  1.4-1.9 mm in-plane and 5.5-9 mm apart, each case with its own spacing, Rician noise, a random gain and a smooth
+  bias field, 16 training and 4 test cases; labels liver 1, right kidney 2, left kidney 3, spleen 4 (the kidneys
+  are one tissue, told apart by side only).
 
 MR images are Rician (the magnitude of complex Gaussian noise around the tissue value) with a random per-scan scale.
 
@@ -47,7 +51,10 @@ KINDS = {
     "spleen": dict(shape=(512, 512, 0), spacing=(0, 0, 0), labels=1, modality="CT", n=16, n_test=4, codes="LPS"),
     "hippo": dict(shape=(36, 50, 36), spacing=(1.0, 1.0, 1.0), labels=2, modality="MR", n=60, n_test=10, codes="RAS"),
     "liver": dict(shape=(512, 512, 0), spacing=(0, 0, 0), labels=2, modality="CT", n=16, n_test=4, codes="LPS"),
+    "abdomen_mr": dict(shape=(256, 256, 0), spacing=(0, 0, 0), labels=4, modality="MR", n=16, n_test=4, codes="LPS"),
 }
+CT_TISSUE = {"air": -1000.0, "fat": -100.0, "muscle": 40.0, "spine": 500.0, "liver": 100.0, "kidney": 160.0, "spleen": 120.0}
+MR_TISSUE = {"air": 0.0, "fat": 700.0, "muscle": 250.0, "spine": 150.0, "liver": 320.0, "kidney": 650.0, "spleen": 520.0}
 
 
 def grid_mm(shape, spacing) -> tuple[np.ndarray, np.ndarray]:
@@ -92,11 +99,15 @@ def gland(shape, spacing, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     return label.astype(np.uint8), body
 
 
-def abdomen(rng: np.random.Generator, lesions: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(image in HU, label, affine)`` of one ``spleen`` case on its own grid (see the module docstring), or with
-    ``lesions`` of one ``liver`` case (the same draws first, then the lesions', so a seed gives both kinds one body)."""
-    inplane, thickness = rng.uniform(0.65, 0.95), rng.choice([1.5, 2.5, 5.0], p=[0.2, 0.3, 0.5])
-    shape = (512, 512, int(rng.uniform(180, 260) / thickness))
+def abdomen(rng: np.random.Generator, lesions: bool = False, mr: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(image, label, affine)`` of one ``spleen`` case on its own grid (see the module docstring; HU), with
+    ``lesions`` of one ``liver`` case (the same draws first, then the lesions', so a seed gives both kinds one body),
+    or with ``mr`` of one ``abdomen_mr`` case (tissue values before gain, bias and Rician noise; four organ labels)."""
+    if mr:
+        inplane, thickness, matrix = rng.uniform(1.4, 1.9), rng.uniform(5.5, 9.0), 256
+    else:
+        inplane, thickness, matrix = rng.uniform(0.65, 0.95), rng.choice([1.5, 2.5, 5.0], p=[0.2, 0.3, 0.5]), 512
+    shape = (matrix, matrix, int(rng.uniform(180, 260) / thickness))
     spacing = np.array([inplane, inplane, thickness])
     grid, extent = grid_mm(shape, spacing)
     centre = extent / 2 + np.array([*rng.uniform(-10, 10, 2), 0])
@@ -106,22 +117,42 @@ def abdomen(rng: np.random.Generator, lesions: bool = False) -> tuple[np.ndarray
         where = centre + np.asarray(offset_mm) + rng.uniform(-8, 8, 3)
         return (((grid[..., :axes] - where[:axes]) / np.asarray(radii_mm)[:axes]) ** 2).sum(-1) < 1
 
+    tissue = MR_TISSUE if mr else CT_TISSUE
     body_radius = (((grid[..., :2] - centre[:2]) / half_axes) ** 2).sum(-1)
-    image = np.full(shape, -1000.0)
-    image[body_radius < 1] = -100.0  # fat
-    image[body_radius < 0.8] = 40.0  # muscle and bowel
-    image[ellipsoid([0, 70, 0], [18, 18, 1], axes=2)] = 500.0  # spine
+    image = np.full(shape, tissue["air"])
+    image[body_radius < 1] = tissue["fat"]
+    image[body_radius < 0.8] = tissue["muscle"]  # and bowel
+    image[ellipsoid([0, 70, 0], [18, 18, 1], axes=2)] = tissue["spine"]
     liver = ellipsoid([-75, 5, 20], [rng.uniform(70, 90), 70, 80])
-    image[liver] = 100.0  # liver (patient's right)
-    for side in (-1, 1):
-        image[ellipsoid([side * 60, 55, -30], [25, 30, 50])] = 160.0  # kidneys
+    image[liver] = tissue["liver"]  # patient's right (the first axis runs to the left)
+    kidneys = [ellipsoid([side * 60, 55, -30], [25, 30, 50]) for side in (-1, 1)]  # right, left
+    for kidney in kidneys:
+        image[kidney] = tissue["kidney"]
     spleen = ellipsoid([rng.uniform(80, 95), rng.uniform(35, 50), 30], rng.uniform([25, 40, 45], [35, 55, 65]))
-    image[spleen] = 120.0
-    label = liver_with_lesions(grid, liver, image, rng) if lesions else spleen.astype(np.uint8)
-    image += rng.normal(0, rng.uniform(15, 30), shape)
+    image[spleen] = tissue["spleen"]
+    if mr:
+        label = np.select([spleen, kidneys[1], kidneys[0], liver], [4, 3, 2, 1], 0).astype(np.uint8)
+        image = rician(image * bias_field(grid, extent, rng) * rng.uniform(0.5, 2.0), rng.uniform(20, 40), rng)
+    else:
+        label = liver_with_lesions(grid, liver, image, rng) if lesions else spleen.astype(np.uint8)
+        image += rng.normal(0, rng.uniform(15, 30), shape)
     affine = nib.orientations.inv_ornt_aff(nib.orientations.axcodes2ornt(("L", "P", "S")), shape) @ np.diag([*spacing, 1])
     affine[:3, 3] += rng.uniform(-50, 50, 3)
     return image, label, affine
+
+
+def bias_field(grid: np.ndarray, extent: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A smooth multiplicative field (a receive coil's sensitivity): exp of a random linear ramp (at most +-0.53 at a
+    corner of the field of view) plus a random quadratic bowl (0 at the centre, at most 0.48 at a corner)."""
+    position = grid / extent - 0.5
+    ramp = position @ rng.uniform(-0.35, 0.35, 3)
+    bowl = ((position * rng.uniform(-0.8, 0.8, 3)) ** 2).sum(-1)
+    return np.exp(ramp + bowl)
+
+
+def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """The magnitude of ``signal`` plus complex Gaussian noise of ``sigma`` per channel (float32)."""
+    return np.abs(signal + rng.normal(0, sigma, signal.shape) + 1j * rng.normal(0, sigma, signal.shape)).astype(np.float32)
 
 
 def liver_with_lesions(grid, liver: np.ndarray, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -157,10 +188,11 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
         for index in range(count):
             present = set(range(1, spec["labels"] + 1)) - ({6} if kind == "many" and index % 3 == 0 else set())
             body = None
-            if kind in ("spleen", "liver"):
+            if kind in ("spleen", "liver", "abdomen_mr"):
                 case = f"{kind}_{split.lower()}{index:03d}"
-                image, label, own_affine = abdomen(rng, lesions=kind == "liver")
-                nib.save(nib.Nifti1Image(image.astype(np.int16), own_affine), root / f"images{split}" / f"{case}_0000{ending}")
+                image, label, own_affine = abdomen(rng, lesions=kind == "liver", mr=kind == "abdomen_mr")
+                image = image if kind == "abdomen_mr" else image.astype(np.int16)
+                nib.save(nib.Nifti1Image(image, own_affine), root / f"images{split}" / f"{case}_0000{ending}")
                 nib.save(nib.Nifti1Image(label, own_affine), root / f"labels{split}" / f"{case}{ending}")
                 continue
             if kind == "hippo":
@@ -173,8 +205,7 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
                 tissue = np.where(label > 0, means[label] - 900, 40.0)
                 image = (tissue + rng.normal(0, 20, shape)).astype(np.int16)
             else:
-                tissue = means[label] * (body if body is not None else 1) * rng.uniform(0.5, 2.0) + rng.normal(0, 60, shape)
-                image = np.abs(tissue + 1j * rng.normal(0, 60, shape)).astype(np.float32)
+                image = rician(means[label] * (body if body is not None else 1) * rng.uniform(0.5, 2.0), 60, rng)
             case = f"{kind}.v1_{split.lower()}{index:03d}" if kind == "multi" else f"{kind}_{split.lower()}{index:03d}"
             nib.save(nib.Nifti1Image(image, affine), root / f"images{split}" / f"{case}_0000{ending}")
             if kind == "multi":
@@ -187,6 +218,8 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
             nib.save(nib.Nifti1Image(label, affine), root / f"labels{split}" / f"{case}{ending}")
     channels = {"0": "T2", "1": "ADC"} if kind in ("multi", "prostate") else {"0": spec["modality"]}
     labels = {"background": 0, **{f"class{k}": k for k in range(1, spec["labels"] + 1)}}
+    if kind == "abdomen_mr":
+        labels = {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
     meta = {"channel_names": channels, "labels": labels, "numTraining": spec["n"], "file_ending": ending, "name": kind}
     (root / "dataset.json").write_text(json.dumps(meta, indent=1))
     return root
