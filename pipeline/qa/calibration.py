@@ -51,8 +51,9 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     import torch
     from monai.metrics import CalibrationErrorMetric
 
-    probabilities = np.ascontiguousarray(probabilities)  # MONAI bins each class's row with torch.bucketize (a strided
-    one_hot = np.zeros_like(probabilities)  # row is copied, with a warning); so the one-hot copies the layout too
+    # MONAI bins each class's row with torch.bucketize, which copies a strided row and warns; zeros_like keeps the order
+    probabilities = np.ascontiguousarray(probabilities)
+    one_hot = np.zeros_like(probabilities)
     np.put_along_axis(one_hot, labels[None].astype(np.int64), 1.0, axis=0)
     metric = CalibrationErrorMetric(num_bins=bins, include_background=True, metric_reduction="none")
     per_class = metric(torch.as_tensor(probabilities[None]), torch.as_tensor(one_hot[None]))[0]
