@@ -99,10 +99,11 @@ def gland(shape, spacing, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     return label.astype(np.uint8), body
 
 
-def abdomen(rng: np.random.Generator, lesions: bool = False, mr: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(image, label, affine)`` of one ``spleen`` case on its own grid (see the module docstring; HU), with
-    ``lesions`` of one ``liver`` case (the same draws first, then the lesions', so a seed gives both kinds one body),
-    or with ``mr`` of one ``abdomen_mr`` case (tissue values before gain, bias and Rician noise; four organ labels)."""
+def abdomen(rng: np.random.Generator, kind: str = "spleen") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(image, label, affine)`` of one case of ``kind`` on its own grid (see the module docstring): ``spleen`` and
+    ``liver`` in HU as int16 (a seed gives both one body: the liver's lesions are drawn after it), ``abdomen_mr`` as
+    float32 (tissue values times gain and bias, with Rician noise; four organ labels)."""
+    mr = kind == "abdomen_mr"
     if mr:
         inplane, thickness, matrix = rng.uniform(1.4, 1.9), rng.uniform(5.5, 9.0), 256
     else:
@@ -134,8 +135,8 @@ def abdomen(rng: np.random.Generator, lesions: bool = False, mr: bool = False) -
         label = np.select([spleen, kidneys[1], kidneys[0], liver], [4, 3, 2, 1], 0).astype(np.uint8)
         image = rician(image * bias_field(grid, extent, rng) * rng.uniform(0.5, 2.0), rng.uniform(20, 40), rng)
     else:
-        label = liver_with_lesions(grid, liver, image, rng) if lesions else spleen.astype(np.uint8)
-        image += rng.normal(0, rng.uniform(15, 30), shape)
+        label = liver_with_lesions(grid, liver, image, rng) if kind == "liver" else spleen.astype(np.uint8)
+        image = (image + rng.normal(0, rng.uniform(15, 30), shape)).astype(np.int16)
     affine = nib.orientations.inv_ornt_aff(nib.orientations.axcodes2ornt(("L", "P", "S")), shape) @ np.diag([*spacing, 1])
     affine[:3, 3] += rng.uniform(-50, 50, 3)
     return image, label, affine
@@ -150,9 +151,9 @@ def bias_field(grid: np.ndarray, extent: np.ndarray, rng: np.random.Generator) -
     return np.exp(ramp + bowl)
 
 
-def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """The magnitude of ``signal`` plus complex Gaussian noise of ``sigma`` per channel (float32)."""
-    return np.abs(signal + rng.normal(0, sigma, signal.shape) + 1j * rng.normal(0, sigma, signal.shape)).astype(np.float32)
+def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
+    """The magnitude of ``signal`` plus complex Gaussian noise of ``sigma`` per channel, stored as ``dtype``."""
+    return np.abs(signal + rng.normal(0, sigma, signal.shape) + 1j * rng.normal(0, sigma, signal.shape)).astype(dtype)
 
 
 def liver_with_lesions(grid, liver: np.ndarray, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -164,7 +165,7 @@ def liver_with_lesions(grid, liver: np.ndarray, image: np.ndarray, rng: np.rando
         radius = rng.uniform(6, 18)
         centre = grid.reshape(-1, 3)[inside[rng.integers(len(inside))]]
         lesion = liver & ((((grid - centre) ** 2).sum(-1)) < radius**2)
-        image[lesion] = 100.0 - rng.uniform(25, 45)
+        image[lesion] = CT_TISSUE["liver"] - rng.uniform(25, 45)
         label[lesion] = 2
     return label
 
@@ -190,8 +191,7 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
             body = None
             if kind in ("spleen", "liver", "abdomen_mr"):
                 case = f"{kind}_{split.lower()}{index:03d}"
-                image, label, own_affine = abdomen(rng, lesions=kind == "liver", mr=kind == "abdomen_mr")
-                image = image if kind == "abdomen_mr" else image.astype(np.int16)
+                image, label, own_affine = abdomen(rng, kind)
                 nib.save(nib.Nifti1Image(image, own_affine), root / f"images{split}" / f"{case}_0000{ending}")
                 nib.save(nib.Nifti1Image(label, own_affine), root / f"labels{split}" / f"{case}{ending}")
                 continue
@@ -213,7 +213,7 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
                 nib.save(nib.Nifti1Image(second, affine), root / f"images{split}" / f"{case}_0001{ending}")
             if kind == "prostate":  # ADC (int16): peripheral zone high, transition zone low, noise of its own
                 adc = np.where(label == 1, 1800.0, np.where(label == 2, 1100.0, 1400.0)) * body
-                second = np.abs(adc + rng.normal(0, 120, shape) + 1j * rng.normal(0, 120, shape)).astype(np.int16)
+                second = rician(adc, 120, rng, np.int16)
                 nib.save(nib.Nifti1Image(second, affine), root / f"images{split}" / f"{case}_0001{ending}")
             nib.save(nib.Nifti1Image(label, affine), root / f"labels{split}" / f"{case}{ending}")
     channels = {"0": "T2", "1": "ADC"} if kind in ("multi", "prostate") else {"0": spec["modality"]}
