@@ -134,8 +134,17 @@ def read_model_card(path: Path) -> ModelCard:
         raise InvalidInputError(path, reason) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise InvalidInputError(path, f"unreadable model card ({exc})") from None
+    _fill_pre_activation_default(payload)
     try:
         return ModelCard.model_validate(payload)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise InvalidInputError(path, f"invalid model card: {problems}") from None
+
+
+def _fill_pre_activation_default(payload: object) -> None:
+    """A card written before ``model.activation`` existed describes a U-Net (or U-Net-encoder autoencoder) with ReLU:
+    say so, so its weights load into the network they were trained in, not into today's PReLU default."""
+    model = payload.get("model") if isinstance(payload, dict) else None
+    if isinstance(model, dict) and model.get("name") in ("unet2d", "autoencoder"):
+        model.setdefault("activation", "relu")

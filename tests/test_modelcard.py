@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline.config import PreprocessSettings, VNet3dSettings
+from pipeline.config import PreprocessSettings, UNet2dSettings, VNet3dSettings
 from pipeline.errors import InvalidInputError
 from pipeline.modelcard import ModelCard, read_model_card, write_model_card
 
@@ -41,3 +41,13 @@ def test_an_invalid_card_is_refused_naming_the_key(tmp_path):
     with pytest.raises(InvalidInputError, match=r"model_card.json.*num_classes") as err:
         read_model_card(tmp_path / "model_card.json")
     assert "model.vnet3d" in str(err.value)
+
+
+def test_a_card_written_before_the_activation_field_rebuilds_the_relu_unet_it_describes(tmp_path):
+    card = _card().model_copy(update={"model": UNet2dSettings(widths=(4, 8))})
+    payload = card.model_dump(mode="json")
+    assert payload["model"].pop("activation") == "prelu"  # today's default
+    (tmp_path / "model_card.json").write_text(json.dumps(payload))
+    assert read_model_card(tmp_path / "model_card.json").model.activation == "relu"
+    write_model_card(card, tmp_path / "model_card.json")  # a card that says prelu keeps it
+    assert read_model_card(tmp_path / "model_card.json").model.activation == "prelu"

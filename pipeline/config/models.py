@@ -10,6 +10,7 @@ from pipeline.config.base import Section
 from pipeline.config.network_topology import resolve_topology, total_stride
 
 Sizes = tuple[tuple[int, ...], ...]
+Activation = Literal["relu", "leaky_relu", "prelu"]
 
 
 def check_topology(pools: Sizes | None, kernels: Sizes | None, num_stages: int, dims: int) -> None:
@@ -32,6 +33,7 @@ class UNet2dSettings(Section):
     name: Literal["unet2d"] = "unet2d"
     widths: tuple[int, ...] = Field((32, 64, 128, 256, 512), min_length=2)
     norm: Literal["batch", "instance", "none"] = "batch"
+    activation: Activation = Field("prelu", description="after each convolution; relu is the paper's (see models/unet2d.py)")
     context_slices: int = Field(0, ge=0, description="neighbouring slices each side stacked as channels (2.5D)")
     slice_axis: int = Field(2, ge=0, le=2, description="the axis slices are taken across (planned: the coarsest; 2 = axial)")
     pools: Sizes | None = Field(None, description="per-level, per-axis pooling, pools[0] all ones (planned); null = 2x2")
@@ -98,6 +100,7 @@ class AutoencoderSettings(Section):
     convs: tuple[int, ...] = (1, 2, 2, 2)
     kernel_size: int = Field(3, ge=1)
     norm: Literal["batch", "instance", "none"] = "instance"
+    activation: Activation = Field("prelu", description="unet2d encoder only (the V-Net's is PReLU); as the U-Net's")
     context_slices: int = Field(0, ge=0)
     slice_axis: int = Field(2, ge=0, le=2, description="2D (unet2d) encoder: the axis slices are taken across")
     latent_channels: int = Field(8, ge=1, description="channels of z at the bottleneck (dim z << dim x)")

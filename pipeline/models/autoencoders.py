@@ -153,7 +153,9 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
 def build_encoder(settings, in_channels: int) -> nn.Module:
     """The encoder a ``unet2d`` or ``vnet3d`` of the same settings would have (same class, same keys)."""
     if settings.encoder == "unet2d":
-        return UNetEncoder2d(in_channels, tuple(settings.widths), settings.norm, settings.pools, settings.kernels)
+        return UNetEncoder2d(
+            in_channels, tuple(settings.widths), settings.norm, settings.pools, settings.kernels, settings.activation
+        )
     return VNetEncoder3d(
         in_channels,
         tuple(settings.widths),

@@ -12,3 +12,15 @@ def norm_layer(kind: str, channels: int, spatial_dims: int) -> nn.Module:
     if kind == "instance":
         return (nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
     return nn.Identity()
+
+
+def activation_layer(kind: str, channels: int) -> nn.Module:
+    """``relu`` (in place), ``leaky_relu`` (slope 0.01, nnU-Net's) or ``prelu`` (a learned slope per channel, the
+    V-Net's, starting at 0.25)."""
+    if kind == "relu":
+        return nn.ReLU(inplace=True)
+    if kind == "leaky_relu":
+        return nn.LeakyReLU(0.01, inplace=True)
+    if kind == "prelu":
+        return nn.PReLU(channels)
+    raise ValueError(f"unknown activation {kind!r}; expected relu, leaky_relu or prelu")

@@ -57,7 +57,15 @@ def build_model(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
 def _unet2d(settings: Any, in_channels: int, num_classes: int) -> nn.Module:
     from pipeline.models.unet2d import UNet2d
 
-    return UNet2d(in_channels, num_classes, tuple(settings.widths), settings.norm, settings.pools, settings.kernels)
+    return UNet2d(
+        in_channels,
+        num_classes,
+        tuple(settings.widths),
+        settings.norm,
+        settings.pools,
+        settings.kernels,
+        settings.activation,
+    )
 
 
 @register("vnet3d")
