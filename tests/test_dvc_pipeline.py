@@ -102,12 +102,15 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
     decisions = json.loads((project / "reports" / "crossval" / "decisions.json").read_text())
     assert decisions["cases"] == 1 and decisions["folds"] == [0]
     assert set(decisions["scores"]) == {"unet2d", "vnet3d", "unet2d+vnet3d", "chosen+postprocessing"}
-    # largest component is tried only for what is one object in every training label: liver and spleen, or the lesion;
-    # never a pair (kidneys, ventricles), nor the foreground of structures that lie apart
-    assert decisions["one_object"] == {"foreground": False, "classes": [1, 2] if modality == "CT" else [1]}
+    # largest components are tried only for structures of a fixed number of objects in every training label, keeping
+    # that many: liver and spleen one each and the kidneys two (each kidney touches the liver or the spleen, so the
+    # foreground is two pieces); on the 40-voxel heads the lesion is one piece, while the ventricles (and the
+    # foreground) are two pieces in two training cases and one in the third, so they get no count
+    counts = {"1": 1, "2": 1, "3": 2} if modality == "CT" else {"1": 1}
+    assert decisions["object_counts"] == {"foreground": 2 if modality == "CT" else 0, "classes": counts}
     postprocessing = decisions["postprocessing"]
-    assert not postprocessing["largest_component_foreground"]
-    assert set(postprocessing["largest_component_classes"]) <= set(decisions["one_object"]["classes"])
+    assert set(postprocessing["largest_component_classes"]) <= {int(v) for v in counts}
+    assert all(counts[v] == k for v, k in postprocessing.get("components_kept", {}).items() if v != "0")
     inference = json.loads((project / "predictions" / "inference.json").read_text())
     assert inference["models"] == decisions["models"]
     assert decisions["temperature"] == decisions["temperatures"]["chosen"] > 0  # fitted out of fold, applied by infer

@@ -27,7 +27,8 @@ class Decisions(BaseModel):
     temperatures: dict[str, float] = {}  # every model alone, and "chosen"
     calibration: dict[str, float] = {}  # out-of-fold ECE, Brier and NLL before and after the chosen temperature
     uncertainty: dict[str, float] = {}  # out-of-fold Spearman rho of boundary entropy against Dice
-    one_object: dict = {}  # the structures one object in every training label (where largest component was tried)
+    object_counts: dict = {}  # structures with a fixed number of objects in the training labels (where steps were tried)
+    one_object: dict = {}  # what object_counts replaced, in files written before it (read, never written)
 
     @property
     def postprocessing_decision(self) -> PostprocessingDecision:

@@ -32,11 +32,11 @@ from pipeline.data.layout import load_dataset
 from pipeline.data.nifti import label_array, read_nifti
 from pipeline.errors import InvalidInputError
 from pipeline.inference.postprocess import (
-    OneObject,
+    ObjectCounts,
     apply_postprocessing,
     decide_postprocessing,
     mean_dice_per_class,
-    one_object_structures,
+    object_counts,
 )
 from pipeline.inference.predict import Predictor, load_predictor, restored_probabilities
 from pipeline.io_utils import text_digest, write_json_atomic
@@ -92,8 +92,8 @@ def crossvalidate(cfg: PipelineConfig, roots: tuple[Path, ...]) -> Decisions:
                 del probabilities
         scores = {_name(names, s): mean_dice_per_class(labels[s], truths, num_classes) for s in candidates}
         best = max(candidates, key=lambda s: (round(float(scores[_name(names, s)].mean()), 6), -len(s)))
-        one_object = training_one_object(dataset)
-        decision = decide_postprocessing(labels[best], truths, num_classes, one_object)
+        counts = training_object_counts(dataset)
+        decision = decide_postprocessing(labels[best], truths, num_classes, counts)
         final = [apply_postprocessing(p, decision) for p in labels[best]]
         after = mean_dice_per_class(final, truths, num_classes)
         temperatures, calibration = _calibrate(samples, names, best)
@@ -102,7 +102,7 @@ def crossvalidate(cfg: PipelineConfig, roots: tuple[Path, ...]) -> Decisions:
         configurations=tuple(names[i] for i in best),
         models=tuple(Path(roots[i]) / f"fold_{k}" for i in best for k in cv.train_folds),
         postprocessing=decision.to_json(),
-        one_object=one_object.to_json(),
+        object_counts=counts.to_json(),
         folds=tuple(cv.train_folds),
         cases=len(truths),
         scores={**{n: _describe(s, dataset) for n, s in scores.items()}, "chosen+postprocessing": _describe(after, dataset)},
@@ -116,15 +116,15 @@ def crossvalidate(cfg: PipelineConfig, roots: tuple[Path, ...]) -> Decisions:
     return result
 
 
-def training_one_object(dataset) -> OneObject:
-    """:func:`one_object_structures` of every labelled training case's label file (each scan's own grid).
+def training_object_counts(dataset) -> ObjectCounts:
+    """:func:`object_counts` of every labelled training case's label file (each scan's own grid).
 
     Raises:
         InvalidInputError: a label file cannot be read (naming its case).
     """
     declared = set(dataset.labels.values)
     labels = (label_array(read_nifti(c.label, c.case_id), declared, c.case_id) for c in dataset.split("train") if c.label)
-    return one_object_structures(labels, dataset.labels.num_classes)
+    return object_counts(labels, dataset.labels.num_classes)
 
 
 def _track(cfg: PipelineConfig, result: Decisions, splits: list[dict]) -> None:

@@ -28,7 +28,7 @@ from pipeline.data.labels import LabelRegistry, label_dtype
 from pipeline.devices import amp_dtype_for, pick_device
 from pipeline.errors import ConfigError
 from pipeline.inference.bundle import ModelBundle, check_compatible, load_bundle
-from pipeline.inference.postprocess import PostprocessingDecision, apply_postprocessing
+from pipeline.inference.postprocess import PostprocessingDecision, apply_postprocessing, common_postprocessing
 from pipeline.inference.sliding import predict_volume
 from pipeline.preprocess.geometry import restore_argmax, restore_probabilities, restore_scalar_map
 from pipeline.preprocess.run import transform_case
@@ -215,15 +215,13 @@ def predict_probabilities(predictor: Predictor, bundle: ModelBundle, prepared: n
 
 def postprocessing_for(predictor: Predictor) -> PostprocessingDecision:
     """``infer.largest_component``: ``auto`` takes cross-validation's decision when the models came from it, else what
-    every model of the ensemble decided on its held-out cases (foreground step if all chose it; the classes all chose);
-    a list of class names applies to those classes."""
+    every model of the ensemble decided alike on its held-out cases (:func:`common_postprocessing`); a list of class
+    names keeps the largest component of those classes."""
     chosen = predictor.settings.largest_component
     if chosen == "auto" and predictor.decision is not None:
         return predictor.decision
     if chosen == "auto":
-        decisions = [b.postprocessing for b in predictor.bundles]
-        classes = set.intersection(*(set(d.classes) for d in decisions))
-        return PostprocessingDecision(all(d.foreground for d in decisions), tuple(sorted(classes)))
+        return common_postprocessing([b.postprocessing for b in predictor.bundles])
     by_name = {lab.name.lower(): lab.value for lab in predictor.labels.foreground()}
     unknown = [name for name in chosen if name.lower() not in by_name]
     if unknown:

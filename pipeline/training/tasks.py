@@ -61,14 +61,14 @@ class SegmentationTask:
 
     def decide_postprocessing(self, run: TrainingRun):
         """Largest-component postprocessing decided on the held-out validation cases with the kept weights."""
-        from pipeline.inference.postprocess import decide_postprocessing, one_object_structures
+        from pipeline.inference.postprocess import decide_postprocessing, object_counts
 
         run.model.eval()
         cases = [run.case(entry) for entry in run.val_entries]
         predictions = [run.predict(case.image).argmax(0).cpu().numpy() for case in cases]
         num_classes = run.manifest.num_classes
-        one_object = one_object_structures((c.label for c in run.train_cases if c.label is not None), num_classes)
-        return decide_postprocessing(predictions, [case.label for case in cases], num_classes, one_object)
+        counts = object_counts((c.label for c in run.train_cases if c.label is not None), num_classes)
+        return decide_postprocessing(predictions, [case.label for case in cases], num_classes, counts)
 
 
 class ReconstructionTask:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.inference.postprocess import (
-    OneObject,
+    FOREGROUND,
+    ObjectCounts,
     PostprocessingDecision,
     apply_postprocessing,
+    common_postprocessing,
     decide_postprocessing,
-    largest_component_share,
-    one_object_structures,
+    object_count,
+    object_counts,
 )
 
 
@@ -43,18 +45,45 @@ def test_decision_keeps_the_step_for_the_class_it_helps_and_not_for_the_class_it
     assert PostprocessingDecision.from_json(decision.to_json()) == decision
 
 
-def test_one_object_structures_are_those_whose_largest_component_holds_95_percent_in_every_training_label():
+def test_object_counts_are_the_fewest_components_holding_95_percent_when_every_training_label_agrees():
     _, truth = _case()  # class 1 one cube (1000 voxels), class 2 a pair of 216-voxel cubes, foreground three pieces
-    assert largest_component_share(truth == 2) == 0.5 and largest_component_share(truth > 0) == 1000 / 1432
+    assert object_count(truth == 1) == 1 and object_count(truth == 2) == 2 and object_count(truth > 0) == 3
     island = truth.copy()
     island[30:33, 15:18, 15:18] = 1  # 27 voxels beside class 1's 1000: 1000 / 1027 = 0.974 >= 0.95, still one object
     bigger = truth.copy()
-    bigger[30:35, 14:19, 14:19] = 1  # 125 voxels: 1000 / 1125 = 0.889, not one object
+    bigger[30:35, 14:19, 14:19] = 1  # 125 voxels: 1000 / 1125 = 0.889, so two objects; the foreground 1432 + 125:
+    # the three largest hold (1000 + 216 + 216) / 1557 = 0.920, the four 1.0
     absent = np.where(truth == 2, 0, truth).astype(np.uint8)  # no class 2 at all: says nothing about class 2
-    assert one_object_structures([truth, island], 3) == OneObject(False, frozenset({1}))
-    assert one_object_structures([truth, bigger], 3) == OneObject(False, frozenset())
-    assert one_object_structures([absent], 3) == OneObject(True, frozenset({1, 2}))
-    assert OneObject(False, frozenset({2, 1})).to_json() == {"foreground": False, "classes": [1, 2]}
+    assert object_counts([truth, island], 3) == ObjectCounts(3, {1: 1, 2: 2})  # with the island, 1432 / 1459 >= 0.95
+    assert object_counts([truth, bigger], 3) == ObjectCounts(0, {2: 2})  # class 1 and the foreground disagree
+    assert object_counts([absent, truth], 3) == ObjectCounts(0, {1: 1, 2: 2})
+    assert ObjectCounts(3, {2: 2, 1: 1}).to_json() == {"foreground": 3, "classes": {"1": 1, "2": 2}}
+
+
+def test_a_structure_of_more_than_max_objects_has_no_count():
+    lesions = np.zeros((40, 6, 6), dtype=bool)
+    lesions[0:40:8, 2:4, 2:4] = True  # five equal lesions: none holds more than 20 %
+    assert object_count(lesions) is None
+    assert object_counts([lesions.astype(np.uint8)], 2) == ObjectCounts(0, {})
+
+
+def test_a_pair_keeps_its_two_components_and_loses_its_islands():
+    prediction, truth = _case()
+    prediction[10:12, 15:17, 15:17] = 2  # a false island of the pair's class
+    decision = decide_postprocessing([prediction], [truth], 3, ObjectCounts(0, {1: 1, 2: 2}))
+    assert decision == PostprocessingDecision(False, (1, 2), ((2, 2),))
+    assert np.array_equal(apply_postprocessing(prediction, decision), truth)
+    assert decision.to_json()["components_kept"] == {"2": 2}
+    assert PostprocessingDecision.from_json(decision.to_json()) == decision
+    written_before = {"largest_component_foreground": False, "largest_component_classes": [1]}
+    assert PostprocessingDecision.from_json(written_before).kept(1) == 1
+
+
+def test_an_ensemble_keeps_only_the_steps_every_member_decided_alike():
+    pair = PostprocessingDecision.keeping(True, (1, 2), {FOREGROUND: 3, 2: 2})
+    single = PostprocessingDecision.keeping(True, (2, 3), {FOREGROUND: 3, 2: 1})
+    assert common_postprocessing([pair, pair]) == pair
+    assert common_postprocessing([pair, single]) == PostprocessingDecision(True, (), ((FOREGROUND, 3),))
 
 
 def test_a_step_is_tried_only_for_structures_that_are_one_object_in_the_training_labels():
@@ -66,9 +95,9 @@ def test_a_step_is_tried_only_for_structures_that_are_one_object_in_the_training
     prediction = truth.copy()
     prediction[25:28, 15:18, 15:18] = 1  # a false island of class 1
     assert decide_postprocessing([prediction], [truth], 3) == PostprocessingDecision(True, ())
-    apart = OneObject(False, frozenset({1, 2}))
+    apart = ObjectCounts(0, {1: 1, 2: 1})
     assert decide_postprocessing([prediction], [truth], 3, apart) == PostprocessingDecision(False, (1,))
-    assert decide_postprocessing([prediction], [truth], 3, OneObject(False, frozenset({2}))) == PostprocessingDecision(False, ())
+    assert decide_postprocessing([prediction], [truth], 3, ObjectCounts(0, {2: 1})) == PostprocessingDecision(False, ())
 
 
 def _reference_postprocessing(label: np.ndarray, decision: PostprocessingDecision) -> np.ndarray:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -49,7 +50,9 @@ def test_mlflow_models_serve_segments_a_posted_scan_path_onto_its_own_grid(tmp_p
     scan.parent.mkdir()
     nib.save(nib.Nifti1Image(image.astype(np.int16), oblique_lps_affine()), scan)
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # mlflow runs `uvicorn` from PATH: this interpreter's environment first, whether or not it is activated
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/{SERVED_MODEL_NAME}",
                "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"]  # fmt: skip
     server = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -60,7 +63,7 @@ def test_mlflow_models_serve_segments_a_posted_scan_path_onto_its_own_grid(tmp_p
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
                     break
             except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-3000:]
+                assert server.poll() is None, server.stderr.read().decode().replace("\r", "\n")[-3000:]  # progress bars end in \r
                 assert time.monotonic() < deadline, "the server did not answer /ping"
                 time.sleep(1.0)
         body = {"dataframe_split": {"columns": ["path"], "data": [[str(scan)], [str(tmp_path / "absent.nii.gz")]]},
