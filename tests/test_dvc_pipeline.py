@@ -110,7 +110,7 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
     assert decisions["object_counts"] == {"foreground": 2 if modality == "CT" else 0, "classes": counts}
     postprocessing = decisions["postprocessing"]
     assert set(postprocessing["largest_component_classes"]) <= {int(v) for v in counts}
-    assert all(counts[v] == k for v, k in postprocessing.get("components_kept", {}).items() if v != "0")
+    assert all(counts[v] == k for v, k in postprocessing.get("components_kept", {}).items() if v != "foreground")
     inference = json.loads((project / "predictions" / "inference.json").read_text())
     assert inference["models"] == decisions["models"]
     assert decisions["temperature"] == decisions["temperatures"]["chosen"] > 0  # fitted out of fold, applied by infer

@@ -83,12 +83,14 @@ class PostprocessingDecision:
 
     def to_json(self) -> dict:
         payload = {"largest_component_foreground": self.foreground, "largest_component_classes": list(self.classes)}
-        return payload | ({"components_kept": {str(v): k for v, k in self.objects}} if self.objects else {})
+        kept = {"foreground" if v == FOREGROUND else str(v): k for v, k in self.objects}
+        return payload | ({"components_kept": kept} if kept else {})
 
     @classmethod
     def from_json(cls, payload: dict) -> PostprocessingDecision:
         """Read :meth:`to_json`'s form; a decision without ``components_kept`` (written before it) keeps one each."""
-        objects = tuple(sorted((int(v), int(k)) for v, k in payload.get("components_kept", {}).items()))
+        kept = payload.get("components_kept", {}).items()
+        objects = tuple(sorted((FOREGROUND if v == "foreground" else int(v), int(k)) for v, k in kept))
         classes = tuple(int(v) for v in payload["largest_component_classes"])
         return cls(bool(payload["largest_component_foreground"]), classes, objects)
 

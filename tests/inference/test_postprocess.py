@@ -82,6 +82,8 @@ def test_a_pair_keeps_its_two_components_and_loses_its_islands():
 def test_an_ensemble_keeps_only_the_steps_every_member_decided_alike():
     pair = PostprocessingDecision.keeping(True, (1, 2), {FOREGROUND: 3, 2: 2})
     single = PostprocessingDecision.keeping(True, (2, 3), {FOREGROUND: 3, 2: 1})
+    assert pair.to_json()["components_kept"] == {"foreground": 3, "2": 2}
+    assert PostprocessingDecision.from_json(pair.to_json()) == pair
     assert common_postprocessing([pair, pair]) == pair
     assert common_postprocessing([pair, single]) == PostprocessingDecision(True, (), ((FOREGROUND, 3),))
 
