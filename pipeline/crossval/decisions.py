@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import InvalidInputError
 from pipeline.inference.postprocess import PostprocessingDecision
@@ -28,7 +28,7 @@ class Decisions(BaseModel):
     calibration: dict[str, float] = {}  # out-of-fold ECE, Brier and NLL before and after the chosen temperature
     uncertainty: dict[str, float] = {}  # out-of-fold Spearman rho of boundary entropy against Dice
     object_counts: dict = {}  # structures with a fixed number of objects in the training labels (where steps were tried)
-    one_object: dict = {}  # what object_counts replaced, in files written before it (read, never written)
+    one_object: dict = Field({}, exclude=True)  # what object_counts replaced, in files written before it (read, never written)
 
     @property
     def postprocessing_decision(self) -> PostprocessingDecision:
