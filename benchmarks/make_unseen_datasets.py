@@ -25,6 +25,11 @@ Each dataset is a few ellipsoid "organs" of random intensity in a noisy backgrou
   1.4-1.9 mm in-plane and 5.5-9 mm apart, each case with its own spacing, Rician noise, a random gain and a smooth
   bias field, 16 training and 4 test cases; labels liver 1, right kidney 2, left kidney 3, spleen 4 (the kidneys
   are one tissue, told apart by side only).
+* ``tumour``: a brain tumour set with nnU-Net v2's region-based labels (like its BraTS conversion): two MR channels
+  (``FLAIR``, ``T1c``), 96 x 112 x 80 at 1.5 mm, LPS, 16 training and 4 test cases; a head in air with a bias
+  field, a random gain per channel and Rician noise; label 1 the edema, 2 the necrotic core, 3 the enhancing rim
+  around it; ``dataset.json`` declares the regions ``whole tumor`` [1, 2, 3], ``tumor core`` [2, 3] and
+  ``enhancing tumor`` 3.
 
 MR images are Rician (the magnitude of complex Gaussian noise around the tissue value) with a random per-scan scale.
 
@@ -52,7 +57,13 @@ KINDS = {
     "hippo": dict(shape=(36, 50, 36), spacing=(1.0, 1.0, 1.0), labels=2, modality="MR", n=60, n_test=10, codes="RAS"),
     "liver": dict(shape=(512, 512, 0), spacing=(0, 0, 0), labels=2, modality="CT", n=16, n_test=4, codes="LPS"),
     "abdomen_mr": dict(shape=(256, 256, 0), spacing=(0, 0, 0), labels=4, modality="MR", n=16, n_test=4, codes="LPS"),
+    "tumour": dict(shape=(96, 112, 80), spacing=(1.5, 1.5, 1.5), labels=3, modality="MR", n=16, n_test=4, codes="LPS"),
 }
+TUMOUR_TISSUE = {  # (FLAIR, T1c) before gain: head, brain, edema, necrotic core, enhancing rim
+    "scalp": (350.0, 500.0), "brain": (300.0, 400.0), "edema": (620.0, 340.0), "necrosis": (450.0, 200.0),
+    "enhancing": (520.0, 850.0),
+}  # fmt: skip
+TUMOUR_REGIONS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
 CT_TISSUE = {"air": -1000.0, "fat": -100.0, "muscle": 40.0, "spine": 500.0, "liver": 100.0, "kidney": 160.0, "spleen": 120.0}
 MR_TISSUE = {"air": 0.0, "fat": 700.0, "muscle": 250.0, "spine": 150.0, "liver": 320.0, "kidney": 650.0, "spleen": 520.0}
 
@@ -142,6 +153,24 @@ def abdomen(rng: np.random.Generator, kind: str = "spleen") -> tuple[np.ndarray,
     return image, label, affine
 
 
+def brain_tumour(shape, spacing, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+    """``([FLAIR, T1c], label)`` of one ``tumour`` case: a head, an edema around a core whose outer shell enhances."""
+    grid, extent = grid_mm(shape, spacing)
+    head_centre = extent / 2 + rng.uniform(-5, 5, 3)
+    head = (((grid - head_centre) / rng.uniform([60, 74, 54], [66, 80, 58])) ** 2).sum(-1)
+    centre = head_centre + rng.uniform(-0.4, 0.4, 3) * np.array([45, 55, 35])
+    edema = (((grid - centre) / rng.uniform(14, 24, 3)) ** 2).sum(-1) < 1
+    core = (((grid - centre - rng.uniform(-3, 3, 3)) / rng.uniform(6, 11, 3)) ** 2).sum(-1)
+    label = np.select([core < 0.45, core < 1, edema], [2, 3, 1], 0).astype(np.uint8)
+    tissue = np.select([head >= 1, head >= 0.8, label == 0, label == 1, label == 2], [0, 1, 2, 3, 4], 5)
+    bias = bias_field(grid, extent, rng)
+    channels = []
+    for channel in range(2):
+        values = np.array([0.0, *(TUMOUR_TISSUE[k][channel] for k in ("scalp", "brain", "edema", "necrosis", "enhancing"))])
+        channels.append(rician(values[tissue] * bias * rng.uniform(0.6, 1.6), rng.uniform(15, 30), rng))
+    return channels, label
+
+
 def bias_field(grid: np.ndarray, extent: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A smooth multiplicative field (a receive coil's sensitivity): exp of a random linear ramp (at most +-0.53 at a
     corner of the field of view) plus a random quadratic bowl (0 at the centre, at most 0.48 at a corner)."""
@@ -195,6 +224,13 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
                 nib.save(nib.Nifti1Image(image, own_affine), root / f"images{split}" / f"{case}_0000{ending}")
                 nib.save(nib.Nifti1Image(label, own_affine), root / f"labels{split}" / f"{case}{ending}")
                 continue
+            if kind == "tumour":
+                case = f"{kind}_{split.lower()}{index:03d}"
+                channels, label = brain_tumour(shape, spacing, rng)
+                for channel, image in enumerate(channels):
+                    nib.save(nib.Nifti1Image(image, affine), root / f"images{split}" / f"{case}_{channel:04d}{ending}")
+                nib.save(nib.Nifti1Image(label, affine), root / f"labels{split}" / f"{case}{ending}")
+                continue
             if kind == "hippo":
                 label = halved_ellipsoid(shape, spacing, rng)
             elif kind == "prostate":
@@ -221,6 +257,8 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
     if kind == "abdomen_mr":
         labels = {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
     meta = {"channel_names": channels, "labels": labels, "numTraining": spec["n"], "file_ending": ending, "name": kind}
+    if kind == "tumour":
+        meta.update(channel_names={"0": "FLAIR", "1": "T1c"}, labels=TUMOUR_REGIONS, regions_class_order=[1, 2, 3])
     (root / "dataset.json").write_text(json.dumps(meta, indent=1))
     return root
 

@@ -36,6 +36,7 @@ from pipeline.inference.postprocess import (
     apply_postprocessing,
     decide_postprocessing,
     mean_dice_per_class,
+    mean_dice_per_region,
     object_counts,
 )
 from pipeline.inference.predict import Predictor, load_predictor, restored_probabilities
@@ -96,6 +97,8 @@ def crossvalidate(cfg: PipelineConfig, roots: tuple[Path, ...]) -> Decisions:
         decision = decide_postprocessing(labels[best], truths, num_classes, counts)
         final = [apply_postprocessing(p, decision) for p in labels[best]]
         after = mean_dice_per_class(final, truths, num_classes)
+        regions = {k: round(v, 6) for k, v in mean_dice_per_region(final, truths, dataset.regions).items()}
+        chosen = {**_describe(after, dataset), **regions}
         temperatures, calibration = _calibrate(samples, names, best)
         uncertainty = _uncertainty_ranking(Path(scratch), boxes, best, final, truths, temperatures["chosen"], dataset)
     result = Decisions(
@@ -105,7 +108,7 @@ def crossvalidate(cfg: PipelineConfig, roots: tuple[Path, ...]) -> Decisions:
         object_counts=counts.to_json(),
         folds=tuple(cv.train_folds),
         cases=len(truths),
-        scores={**{n: _describe(s, dataset) for n, s in scores.items()}, "chosen+postprocessing": _describe(after, dataset)},
+        scores={**{n: _describe(s, dataset) for n, s in scores.items()}, "chosen+postprocessing": chosen},
         temperature=temperatures["chosen"],
         temperatures=temperatures,
         calibration=calibration,

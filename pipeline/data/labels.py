@@ -98,3 +98,61 @@ class LabelRegistry:
     def foreground(self) -> tuple[Label, ...]:
         """All labels except background."""
         return tuple(label for label in self.labels if label.value != 0)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A named union of label values (nnU-Net v2's region-based labels, e.g. BraTS's tumour core = {2, 3})."""
+
+    name: str
+    values: tuple[int, ...]
+
+
+IGNORE_LABEL = "ignore"  # nnU-Net v2's name for voxels that do not count in the loss (sparse annotation)
+
+
+def labels_and_regions(declared: dict[str, object]) -> tuple[dict[int, str], tuple[Region, ...]]:
+    """Read nnU-Net v2's ``labels`` (``{name: value}``, or ``{name: [values]}`` for region-based datasets) into the
+    ``{value: name}`` the label maps hold, and the regions.
+
+    A region-based ``dataset.json`` (nnU-Net's BraTS: ``"whole tumor": [1, 2, 3], "tumor core": [2, 3],
+    "enhancing tumor": 3``) still stores one integer per voxel; segpipe trains and predicts those values (softmax, as
+    for MSD's integer labels) and scores each region as the union of its values. A value is named after the region
+    that is exactly it (``enhancing tumor``), else after the smallest region holding it less the largest regions nested
+    inside that one (``tumor core without enhancing tumor``), else ``label <value>``. Without lists, the regions are
+    empty and the names are as declared.
+
+    Raises:
+        ValueError: a value that is not a non-negative integer (or a list of them), a region holding background (0), or
+            nnU-Net's ``ignore`` label (sparse annotation is not supported: its voxels would be trained as a class).
+    """
+    if IGNORE_LABEL in declared:
+        raise ValueError(f"label {IGNORE_LABEL!r} (nnU-Net's ignore label, for sparse annotation) is not supported: "
+                         "its voxels would be trained and scored as a class; label every voxel")  # fmt: skip
+    groups = {str(name): _label_values(name, value) for name, value in declared.items()}
+    if all(not isinstance(value, list) for value in declared.values()):
+        return {values[0]: name for name, values in groups.items()}, ()
+    regions = tuple(Region(name, values) for name, values in groups.items() if values != (0,))
+    if any(0 in region.values for region in regions):
+        raise ValueError(f"a region may not hold background (0): {[r.name for r in regions if 0 in r.values]}")
+    values = sorted({v for region in regions for v in region.values})
+    return {0: "background", **{v: _value_name(v, regions) for v in values}}, regions
+
+
+def _label_values(name, value) -> tuple[int, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in items):
+        raise ValueError(f"label {name!r}: {value!r} is not a non-negative integer or a list of them")
+    return tuple(sorted(set(items)))
+
+
+def _value_name(value: int, regions: tuple[Region, ...]) -> str:
+    holding = sorted((r for r in regions if value in r.values), key=lambda r: len(r.values))
+    if holding and holding[0].values == (value,):
+        return holding[0].name
+    smallest = set(holding[0].values)
+    nested = [r for r in regions if set(r.values) < smallest]
+    largest = [r for r in nested if not any(set(r.values) < set(o.values) for o in nested)]
+    if set().union(*(set(r.values) for r in largest)) == smallest - {value}:
+        return f"{holding[0].name} without {' or '.join(r.name for r in largest)}"
+    return f"label {value}"

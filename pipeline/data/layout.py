@@ -9,6 +9,8 @@ test images when present. A multi-modal MSD dataset (``Task01_BrainTumour``, ``T
 channel of a case in one 4D file, ``(x, y, z, C)`` in the order of ``modality``; its cases carry
 ``packed_channels = C`` and every reader splits the 4th axis (:func:`pipeline.data.nifti.channel_volumes`).
 Hidden files (``._*`` from macOS archives, as in the MSD tarballs) are ignored.
+nnU-Net v2's region-based labels (``"tumor core": [2, 3]``) are read by
+:func:`pipeline.data.labels.labels_and_regions`: the label maps' values are trained, ``Dataset.regions`` are scored too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pipeline.data.labels import LabelRegistry
+from pipeline.data.labels import LabelRegistry, Region, labels_and_regions
 from pipeline.data.nifti import nifti_stem
 from pipeline.errors import DatasetError, Problem
 
@@ -49,6 +51,7 @@ class Dataset:
     labels: LabelRegistry
     cases: tuple[Case, ...]
     problems: tuple[Problem, ...] = field(default=())
+    regions: tuple[Region, ...] = field(default=())  # region-based nnU-Net v2 labels: scored besides the label values
 
     @property
     def is_ct(self) -> bool:
@@ -157,13 +160,10 @@ def _load_nnunetv2(root: Path, meta: dict) -> Dataset:
     ending = str(meta.get("file_ending", ".nii.gz"))
     channels = sorted(meta["channel_names"].items(), key=lambda kv: int(kv[0]))
     modalities = tuple(str(v) for _, v in channels)
-    mapping = {}
-    for name, value in meta.get("labels", {"background": 0}).items():
-        if not isinstance(value, int):
-            raise DatasetError(
-                [Problem(json_path, "V4", "error", f"label {name!r}: region-based labels {value!r} are not supported")]
-            )
-        mapping[value] = str(name)
+    try:
+        mapping, regions = labels_and_regions(meta.get("labels", {"background": 0}))
+    except ValueError as exc:
+        raise DatasetError([Problem(json_path, "V10", "error", f"'labels': {exc}")]) from None
     labels = LabelRegistry.from_mapping(mapping)
     problems: list[Problem] = []
     cases: list[Case] = []
@@ -184,7 +184,8 @@ def _load_nnunetv2(root: Path, meta: dict) -> Dataset:
     n_train = sum(c.split == "train" for c in cases)
     if declared is not None and declared != n_train:
         problems.append(Problem(json_path, "F6", "error", f"numTraining is {declared} but imagesTr holds {n_train} cases"))
-    return Dataset(root, str(meta.get("name", root.name)), "nnunetv2", modalities, labels, tuple(cases), tuple(problems))
+    name = str(meta.get("name", root.name))
+    return Dataset(root, name, "nnunetv2", modalities, labels, tuple(cases), tuple(problems), regions)
 
 
 def _entries(meta: dict, key: str, json_path: str, problems: list[Problem]) -> list:

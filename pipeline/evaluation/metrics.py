@@ -92,6 +92,21 @@ def case_metrics(
     return scores
 
 
+def region_metrics(
+    prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...], regions, tolerance_mm: float
+) -> dict[str, dict[str, float]]:
+    """:func:`case_metrics` of each region (a union of label values, :class:`pipeline.data.labels.Region`): its voxels
+    are those holding any of its values, in the prediction and in the ground truth; keyed ``region <name>``."""
+    if prediction.shape != truth.shape:
+        raise ValueError(f"prediction shape {tuple(prediction.shape)} != ground truth shape {tuple(truth.shape)}")
+    diagonal = float(np.linalg.norm(np.asarray(prediction.shape) * np.asarray(spacing)))
+    return {
+        f"region {r.name}": binary_metrics(np.isin(prediction, r.values), np.isin(truth, r.values), spacing, tolerance_mm,
+                                           diagonal)
+        for r in regions
+    }  # fmt: skip
+
+
 def binary_metrics(
     pred: np.ndarray, true: np.ndarray, spacing, tolerance_mm: float, worst_distance_mm: float
 ) -> dict[str, float]:

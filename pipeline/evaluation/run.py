@@ -2,8 +2,10 @@
 
 Outputs under ``evaluate.reports_dir``: ``metrics.json`` (DVC metrics, ``cache: false``: mean of
 each metric per organ and over organs), and ``details/`` with ``cases.csv`` (one row per case and
-organ), ``qc/<case>.png`` overlays and ``qc/index.html``. Predictions must lie exactly on their
-scan (shape and affine); a case that does not is reported with every other problem.
+organ; for a region-based dataset also one per case and region, ``region <name>``, beside
+``<metric>_region <name>`` and ``<metric>_regions_mean`` in ``metrics.json``), ``qc/<case>.png`` overlays and
+``qc/index.html``. Predictions must lie exactly on their scan (shape and affine); a case that does not is reported
+with every other problem.
 
 Where ``infer`` wrote them, it also scores how far the masks can be trusted:
 - calibration: expected calibration error (MONAI), Brier score and NLL on the foreground and its
@@ -31,7 +33,7 @@ from pipeline.data.header import read_checked, same_grid
 from pipeline.data.layout import Case, load_dataset
 from pipeline.data.nifti import channel_volumes, label_array
 from pipeline.errors import DatasetError, InvalidInputError, Problem
-from pipeline.evaluation.metrics import METRIC_NAMES, case_metrics
+from pipeline.evaluation.metrics import METRIC_NAMES, case_metrics, region_metrics
 from pipeline.evaluation.qc import (
     display_window,
     save_case_qc,
@@ -129,6 +131,9 @@ def _score_case(cfg, case: Case, dataset, labels: dict[int, str], details: Path,
         raise InvalidInputError(predicted_file.path, reason, code="G3")
     metrics = case_metrics(prediction, truth, tuple(truth_file.geometry.spacing), labels, cfg.evaluate.surface_tolerance_mm)
     row = {"case": case.case_id, "metrics": metrics, "mean_dice": float(np.mean([m["dice"] for m in metrics.values()]))}
+    if dataset.regions:
+        spacing = tuple(truth_file.geometry.spacing)
+        row["regions"] = region_metrics(prediction, truth, spacing, dataset.regions, cfg.evaluate.surface_tolerance_mm)
     entropy_map = read_uncertainty_maps(cfg.infer.out_dir, case.case_id, predicted_file, cfg.checks).get("entropy")
     if entropy_map is not None:
         row["uncertainty"] = organ_uncertainty(entropy_map, prediction, labels)
@@ -182,12 +187,18 @@ def trust_metrics(rows: list[dict], details: Path) -> dict[str, float]:
 
 
 def aggregate_metrics(rows: list[dict], labels: dict[int, str]) -> dict[str, float]:
-    """Mean of each metric per organ (``<metric>_<organ>``) and over organs (``<metric>_mean``) across cases."""
+    """Mean of each metric per organ (``<metric>_<organ>``) and over organs (``<metric>_mean``) across cases; for a
+    region-based dataset also per region (``<metric>_region <name>``) and over regions (``<metric>_regions_mean``)."""
     aggregate = {}
+    regions = list(rows[0].get("regions", {})) if rows else []
     for metric in METRIC_NAMES:
         per_organ = {name: float(np.mean([r["metrics"][name][metric] for r in rows])) for name in labels.values()}
         aggregate.update({f"{metric}_{name}": value for name, value in per_organ.items()})
         aggregate[f"{metric}_mean"] = float(np.mean(list(per_organ.values())))
+        per_region = {name: float(np.mean([r["regions"][name][metric] for r in rows])) for name in regions}
+        aggregate.update({f"{metric}_{name}": value for name, value in per_region.items()})
+        if per_region:
+            aggregate[f"{metric}_regions_mean"] = float(np.mean(list(per_region.values())))
     aggregate["cases"] = len(rows)
     return aggregate
 
@@ -197,7 +208,7 @@ def _write_outputs(cfg: PipelineConfig, rows: list[dict], aggregate: dict, detai
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["case", "organ", *METRIC_NAMES, *UNCERTAINTY_COLUMNS])
     for row in rows:
-        for organ, values in row["metrics"].items():
+        for organ, values in {**row["metrics"], **row.get("regions", {})}.items():
             trust = row.get("uncertainty", {}).get(organ, {})
             columns = [f"{trust[c]:.6f}" if c in trust else "" for c in UNCERTAINTY_COLUMNS]
             writer.writerow([row["case"], organ, *(f"{values[m]:.6f}" for m in METRIC_NAMES), *columns])

@@ -191,6 +191,18 @@ def mean_dice_per_class(predictions: list[np.ndarray], truths: list[np.ndarray],
     return torch.stack(scores).double().mean(0).numpy()
 
 
+def mean_dice_per_region(predictions: list[np.ndarray], truths: list[np.ndarray], regions) -> dict[str, float]:
+    """Dice of each region (a union of label values, :class:`pipeline.data.labels.Region`), averaged over cases, as
+    :func:`mean_dice_per_class` of the maps reduced to "in the region or not"; keyed ``dice_region <name>``, with
+    ``dice_regions_mean`` over the regions. Empty without regions."""
+    scores = {
+        f"dice_region {r.name}": float(mean_dice_per_class([np.isin(p, r.values) for p in predictions],
+                                                           [np.isin(t, r.values) for t in truths], 2)[0])
+        for r in regions
+    }  # fmt: skip
+    return {**scores, "dice_regions_mean": float(np.mean(list(scores.values())))} if scores else {}
+
+
 def decide_postprocessing(
     predictions: list[np.ndarray], truths: list[np.ndarray], num_classes: int, counts: ObjectCounts | None = None
 ) -> PostprocessingDecision:

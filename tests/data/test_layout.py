@@ -136,3 +136,22 @@ def test_declared_label_ids_with_a_gap_are_refused_naming_the_missing_ids(tmp_pa
     (root / "dataset.json").write_text(json.dumps(meta))
     stray.unlink()
     assert load_dataset(root).labels.values == {0, 1, 2}
+
+
+def test_a_region_based_nnunet_dataset_loads_with_its_regions_and_a_bad_label_is_named(tmp_path):
+    """Row V10: regions load (their values are what the maps hold); nnU-Net's ignore label is refused by name."""
+    root = tmp_path / "Dataset137_Tiny"
+    save(root / "imagesTr" / "a_0000.nii.gz", make_volume())
+    save(root / "labelsTr" / "a.nii.gz", make_label())
+    labels = {"background": 0, "sc": [1, 2], "lesion": 2}
+    meta = {"channel_names": {"0": "T2"}, "labels": labels, "regions_class_order": [1, 2], "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    dataset = load_dataset(root)
+    names = [(lab.value, lab.name) for lab in dataset.labels.labels]
+    assert names == [(0, "background"), (1, "sc without lesion"), (2, "lesion")]
+    assert [(r.name, r.values) for r in dataset.regions] == [("sc", (1, 2)), ("lesion", (2,))]
+    (root / "dataset.json").write_text(json.dumps({**meta, "labels": {**labels, "ignore": 3}}))
+    with pytest.raises(DatasetError) as err:
+        load_dataset(root)
+    assert [(p.code, p.path) for p in err.value.problems] == [("V10", str(root / "dataset.json"))]
+    assert "'labels': label 'ignore'" in str(err.value)

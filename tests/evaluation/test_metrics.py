@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluation.metrics import case_metrics, dice_per_class
+from pipeline.evaluation.metrics import case_metrics, dice_per_class, region_metrics
 
 
 def test_dice_values_and_empty_mask_convention():
@@ -66,3 +66,27 @@ def test_confusion_matrix_miou_and_pixel_accuracy():
     assert miou == pytest.approx((2 / 4 + 2 / 3 + 0) / 3)
     assert accuracy == pytest.approx(4 / 6)
     assert miou_and_pixel_accuracy(torch.zeros(3, 3, dtype=torch.int64)) == (1.0, 1.0)
+
+
+def _nested_tumour(shape=(20, 20, 20)) -> np.ndarray:
+    """Values 1 (a 16-voxel cube's shell around), 2 (a 10-voxel cube's shell around) and 3 (a 4-voxel cube), nested."""
+    label = np.zeros(shape, dtype=np.uint8)
+    label[2:18, 2:18, 2:18] = 1
+    label[5:15, 5:15, 5:15] = 2
+    label[8:12, 8:12, 8:12] = 3
+    return label
+
+
+def test_region_metrics_score_the_union_of_each_regions_values():
+    """Value 2 predicted as 1: the whole tumour is still exact, the tumour core loses its 936 voxels of value 2."""
+    from pipeline.data.labels import Region
+
+    truth = _nested_tumour()
+    prediction = np.where(truth == 2, 1, truth).astype(np.uint8)
+    regions = (Region("whole tumor", (1, 2, 3)), Region("tumor core", (2, 3)), Region("enhancing tumor", (3,)))
+    scores = region_metrics(prediction, truth, (1.0, 1.0, 1.0), regions, tolerance_mm=1.0)
+    assert list(scores) == ["region whole tumor", "region tumor core", "region enhancing tumor"]
+    assert scores["region whole tumor"] == {"dice": 1.0, "iou": 1.0, "hd95_mm": 0.0, "nsd": 1.0}
+    assert scores["region tumor core"]["dice"] == pytest.approx(2 * 64 / (64 + 1000))
+    assert scores["region tumor core"]["iou"] == pytest.approx(64 / 1000)
+    assert scores["region enhancing tumor"]["dice"] == 1.0

@@ -111,3 +111,29 @@ def test_without_test_ground_truth_the_missing_decisions_are_named_and_nothing_i
     message = str(failed.value)
     assert "no test case with ground truth (labelsTs/)" in message and str(cfg.crossval.decisions) in message
     assert not (tmp_path / "reports" / "metrics.json").exists()
+
+
+def test_a_region_based_dataset_is_scored_per_label_and_per_region(tmp_path):
+    """nnU-Net v2 regions (BraTS-like): value 2 predicted as 1 costs the tumour core (Dice 2 * 64 / 1064), not the whole
+    tumour; labels, regions and their mean all reach metrics.json and cases.csv."""
+    from tests.conftest import save
+    from tests.evaluation.test_metrics import _nested_tumour
+
+    root, truth = tmp_path / "Dataset137_Tiny", _nested_tumour()
+    image = (truth * 100 + 50).astype(np.int16)
+    for split, case in (("Tr", "a"), ("Ts", "t")):
+        save(root / f"images{split}" / f"{case}_0000.nii.gz", image)
+        save(root / f"labels{split}" / f"{case}.nii.gz", truth)
+    labels = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
+    meta = {"channel_names": {"0": "T2"}, "labels": labels, "regions_class_order": [1, 2, 3], "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    save(tmp_path / "pred" / "t.nii.gz", np.where(truth == 2, 1, truth).astype(np.uint8))
+    metrics = evaluate_dataset(_config(root, tmp_path, qc_cases=0), stage="evaluate")
+    core = 2 * 64 / (64 + 1000)
+    assert metrics["dice_region whole tumor"] == 1.0 and metrics["dice_region enhancing tumor"] == 1.0
+    assert metrics["dice_region tumor core"] == pytest.approx(core)
+    assert metrics["dice_regions_mean"] == pytest.approx((2 + core) / 3)
+    assert metrics["dice_tumor core without enhancing tumor"] == 0.0 and metrics["dice_enhancing tumor"] == 1.0
+    assert metrics["dice_whole tumor without tumor core"] == pytest.approx(2 * 3096 / (3096 + 4096 - 64))
+    rows = list(csv.DictReader((tmp_path / "reports" / "details" / "cases.csv").open()))
+    assert [r["organ"] for r in rows][3:] == ["region whole tumor", "region tumor core", "region enhancing tumor"]

@@ -11,6 +11,7 @@ from pipeline.inference.postprocess import (
     apply_postprocessing,
     common_postprocessing,
     decide_postprocessing,
+    mean_dice_per_region,
     object_count,
     object_counts,
 )
@@ -161,3 +162,18 @@ def test_a_tie_between_equal_components_is_broken_the_same_way_in_either_memory_
         out = apply_postprocessing(layout, decision)
         assert np.array_equal(out, expected)
         assert out.flags.f_contiguous == layout.flags.f_contiguous  # the mask keeps its memory order
+
+
+def test_mean_dice_per_region_averages_each_regions_dice_over_cases():
+    """Two cases of one nested structure (values 1 around 2): in the second, value 2 is predicted as 1, so region
+    {1, 2} stays exact and region {2} scores 0 there (mean 0.5); with no regions, nothing is reported."""
+    from pipeline.data.labels import Region
+
+    truth = np.zeros((10, 10, 10), dtype=np.uint8)
+    truth[1:9, 1:9, 1:9] = 1
+    truth[3:6, 3:6, 3:6] = 2
+    missed = np.where(truth == 2, 1, truth).astype(np.uint8)
+    regions = (Region("outer", (1, 2)), Region("inner", (2,)))
+    scores = mean_dice_per_region([truth, missed], [truth, truth], regions)
+    assert scores == {"dice_region outer": 1.0, "dice_region inner": 0.5, "dice_regions_mean": 0.75}
+    assert mean_dice_per_region([truth], [truth], ()) == {}
