@@ -80,6 +80,9 @@ def write_dicom_seg(
         seg.save_as(tmp)
 
 
+LONG_STRING_MAX = 64  # DICOM's LO value representation (SegmentLabel): longer names make a non-conformant file
+
+
 def _segment(number: int, label, algorithm):
     import highdicom as hd
     from pydicom.sr.coding import Code
@@ -87,7 +90,7 @@ def _segment(number: int, label, algorithm):
     coding = coding_for(label)
     return hd.seg.SegmentDescription(
         segment_number=number,
-        segment_label=label.name,
+        segment_label=label.name[:LONG_STRING_MAX],  # a dataset.json name may be longer (region-derived ones often are)
         segmented_property_category=Code(coding.category[0], "SCT", coding.category[1]),
         segmented_property_type=Code(coding.type[0], "SCT", coding.type[1]),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,

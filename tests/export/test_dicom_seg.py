@@ -71,3 +71,19 @@ def test_predict_cli_on_a_dicom_folder_writes_seg_and_nifti_on_the_series_grid(t
     assert np.array_equal(frames, np.asarray(mask.dataobj).transpose(2, 1, 0))
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 1 and "[T7]" in again.output
+
+
+def test_a_label_name_longer_than_dicoms_64_characters_is_cut_to_64_without_a_warning(recwarn):
+    import warnings
+
+    from pipeline.export.dicom_seg import _segment
+
+    name = "whole tumor without tumor core, as named from nnU-Net regions, and then some more"
+    (label,) = LabelRegistry.from_mapping({0: "background", 1: name}).foreground()
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="segpipe", version=__version__, family=hd.sr.CodedConcept("123109", "DCM", "x")
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        described = _segment(1, label, algorithm)
+    assert len(name) > 64 and described.SegmentLabel == name[:64]
