@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import socket
 import subprocess
 import warnings
@@ -17,6 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import TrackingSettings
+
+NOT_IN_METRIC_NAMES = re.compile(r"[^\w\-. :]")  # MLflow takes letters, digits, _ - . space : and / (which we replace)
+
+
+def metric_key(name: str) -> str:
+    """The MLflow name of one of our metric keys: every character MLflow refuses and ``/`` become ``_``. Keys carry
+    label names from ``dataset.json`` (``dice_kidney (left)``), on which MLflow would raise and fail the stage."""
+    return NOT_IN_METRIC_NAMES.sub("_", name)
 
 
 def tracking_uri(settings: TrackingSettings) -> str:
@@ -170,8 +179,9 @@ class RunTracker:
             self._mlflow.set_tags(tags)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log ``metrics`` at ``step`` under :func:`metric_key` names."""
         if self._mlflow:
-            self._mlflow.log_metrics({k.replace("/", "_"): float(v) for k, v in metrics.items()}, step=step)
+            self._mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()}, step=step)
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         if self._mlflow:

@@ -111,3 +111,16 @@ def test_a_training_killed_by_sigkill_is_closed_as_killed_on_the_next_start(tiny
     assert after.data.tags["segpipe_closed"] == f"process {child.pid} had gone; closed as KILLED"
     statuses = sorted(r.info.status for r in client.search_runs([killed.info.experiment_id]))
     assert statuses == ["FINISHED", "KILLED"]
+
+
+def test_metric_names_from_label_names_mlflow_refuses_are_logged_with_underscores(tmp_path):
+    """A dataset.json label such as "kidney (left)" used to raise MlflowException and fail the stage."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = RunTracker(TrackingSettings(tracking_uri=uri, artifact_root=tmp_path / "artifacts"))
+    run_id = tracker.start("evaluate", {}, {})
+    tracker.log_metrics({"dice_kidney (left)": 0.5, "dice_a+b/c": 0.25, "dice_nodule, solid": 0.125, "dice_ä: x": 1.0}, step=0)
+    tracker.end()
+    logged = MlflowClient(uri).get_run(run_id).data.metrics
+    assert logged == {"dice_kidney _left_": 0.5, "dice_a_b_c": 0.25, "dice_nodule_ solid": 0.125, "dice_ä: x": 1.0}
