@@ -136,7 +136,7 @@ def _track(cfg: PipelineConfig, result: Decisions, splits: list[dict]) -> None:
     fingerprint = text_digest(json.dumps(splits, sort_keys=True))
     params = {"configurations": "+".join(result.configurations), "folds": str(list(result.folds)), "cases": str(result.cases)}
     tracker.start("crossval", params, {**run_tags("crossval", fingerprint), "postprocessing": str(result.postprocessing)})
-    metrics = {f"oof_{name}_{key}".replace("+", "_"): v for name, s in result.scores.items() for key, v in s.items()}
+    metrics = {f"oof_{name}_{key}": v for name, s in result.scores.items() for key, v in s.items()}  # "+" -> "_" in MLflow
     tracker.log_metrics(metrics, step=0)
     tracker.log_artifact(Path(cfg.crossval.decisions))
     log_served_model(tracker, Path(cfg.crossval.decisions), result.models)

@@ -129,11 +129,11 @@ def _score_case(cfg, case: Case, dataset, labels: dict[int, str], details: Path,
     if not same_grid(predicted_file, truth_file, cfg.checks):
         reason = "affine differs from the ground truth's: the mask does not lie on its scan"
         raise InvalidInputError(predicted_file.path, reason, code="G3")
-    metrics = case_metrics(prediction, truth, tuple(truth_file.geometry.spacing), labels, cfg.evaluate.surface_tolerance_mm)
+    spacing, tolerance = tuple(truth_file.geometry.spacing), cfg.evaluate.surface_tolerance_mm
+    metrics = case_metrics(prediction, truth, spacing, labels, tolerance)
     row = {"case": case.case_id, "metrics": metrics, "mean_dice": float(np.mean([m["dice"] for m in metrics.values()]))}
     if dataset.regions:
-        spacing = tuple(truth_file.geometry.spacing)
-        row["regions"] = region_metrics(prediction, truth, spacing, dataset.regions, cfg.evaluate.surface_tolerance_mm)
+        row["regions"] = region_metrics(prediction, truth, spacing, dataset.regions, tolerance)
     entropy_map = read_uncertainty_maps(cfg.infer.out_dir, case.case_id, predicted_file, cfg.checks).get("entropy")
     if entropy_map is not None:
         row["uncertainty"] = organ_uncertainty(entropy_map, prediction, labels)

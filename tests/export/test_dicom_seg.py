@@ -73,7 +73,7 @@ def test_predict_cli_on_a_dicom_folder_writes_seg_and_nifti_on_the_series_grid(t
     assert again.exit_code == 1 and "[T7]" in again.output
 
 
-def test_a_label_name_longer_than_dicoms_64_characters_is_cut_to_64_without_a_warning(recwarn):
+def test_a_label_name_longer_than_dicoms_64_characters_is_cut_to_64_without_a_warning():
     import warnings
 
     from pipeline.export.dicom_seg import _segment
