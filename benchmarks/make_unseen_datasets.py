@@ -30,6 +30,11 @@ Each dataset is a few ellipsoid "organs" of random intensity in a noisy backgrou
   field, a random gain per channel and Rician noise; label 1 the edema, 2 the necrotic core, 3 the enhancing rim
   around it; ``dataset.json`` declares the regions ``whole tumor`` [1, 2, 3], ``tumor core`` [2, 3] and
   ``enhancing tumor`` 3.
+* ``organs``: the ``spleen`` kind's CT abdomens labelled like a multi-organ task (BTCV, AMOS): liver 1, spleen 2,
+  ``kidney (right)`` 3, ``kidney (left)`` 4 (names with parentheses, as such datasets write them), and four small
+  structures drawn over them: gallbladder 5 (fluid, 15 HU), pancreas 6 (80 HU, near the bowel's 40), aorta 7 (a
+  22 mm tube through every slice) and adrenal glands 8 (two 10 x 24 x 28 mm ellipsoids, a few hundred voxels at 5 mm
+  slices).
 
 MR images are Rician (the magnitude of complex Gaussian noise around the tissue value) with a random per-scan scale.
 
@@ -58,7 +63,12 @@ KINDS = {
     "liver": dict(shape=(512, 512, 0), spacing=(0, 0, 0), labels=2, modality="CT", n=16, n_test=4, codes="LPS"),
     "abdomen_mr": dict(shape=(256, 256, 0), spacing=(0, 0, 0), labels=4, modality="MR", n=16, n_test=4, codes="LPS"),
     "tumour": dict(shape=(96, 112, 80), spacing=(1.5, 1.5, 1.5), labels=3, modality="MR", n=16, n_test=4, codes="LPS"),
+    "organs": dict(shape=(512, 512, 0), spacing=(0, 0, 0), labels=8, modality="CT", n=16, n_test=4, codes="LPS"),
 }
+ORGAN_LABELS = {  # organs: label value, HU (contrast-enhanced, portal phase), in drawing order after liver/kidneys/spleen
+    "gallbladder": (5, 15.0), "pancreas": (6, 80.0), "aorta": (7, 180.0), "adrenal glands": (8, 30.0),
+}
+ORGAN_NAMES = {"background": 0, "liver": 1, "spleen": 2, "kidney (right)": 3, "kidney (left)": 4}
 TUMOUR_TISSUE = {  # (FLAIR, T1c) before gain: head, brain, edema, necrotic core, enhancing rim
     "scalp": (350.0, 500.0), "brain": (300.0, 400.0), "edema": (620.0, 340.0), "necrosis": (450.0, 200.0),
     "enhancing": (520.0, 850.0),
@@ -142,15 +152,44 @@ def abdomen(rng: np.random.Generator, kind: str = "spleen") -> tuple[np.ndarray,
         image[kidney] = tissue["kidney"]
     spleen = ellipsoid([rng.uniform(80, 95), rng.uniform(35, 50), 30], rng.uniform([25, 40, 45], [35, 55, 65]))
     image[spleen] = tissue["spleen"]
+    if kind == "organs":
+        image, label = small_organs(image, [liver, *kidneys, spleen], ellipsoid, rng)
+        return image, label, affine_lps(shape, spacing, rng)
     if mr:
         label = np.select([spleen, kidneys[1], kidneys[0], liver], [4, 3, 2, 1], 0).astype(np.uint8)
         image = rician(image * bias_field(grid, extent, rng) * rng.uniform(0.5, 2.0), rng.uniform(20, 40), rng)
     else:
         label = liver_with_lesions(grid, liver, image, rng) if kind == "liver" else spleen.astype(np.uint8)
         image = (image + rng.normal(0, rng.uniform(15, 30), shape)).astype(np.int16)
+    return image, label, affine_lps(shape, spacing, rng)
+
+
+def affine_lps(shape, spacing, rng: np.random.Generator) -> np.ndarray:
+    """An LPS affine of ``spacing`` with a random origin."""
     affine = nib.orientations.inv_ornt_aff(nib.orientations.axcodes2ornt(("L", "P", "S")), shape) @ np.diag([*spacing, 1])
     affine[:3, 3] += rng.uniform(-50, 50, 3)
-    return image, label, affine
+    return affine
+
+
+def small_organs(image: np.ndarray, large: list[np.ndarray], ellipsoid, rng) -> tuple[np.ndarray, np.ndarray]:
+    """``(image, label)`` of one ``organs`` case: the abdomen's liver, spleen and kidneys (labels 1-4) and, drawn over
+    them, a gallbladder under the liver, a pancreas across the midline (80 HU beside the bowel's 40), an aorta in front
+    of the spine through every slice and two adrenal glands above the kidneys (5 x 12 x 14 mm half axes)."""
+    label = np.zeros(image.shape, np.uint8)
+    for value, where in zip((1, 3, 4, 2), large):  # the drawing order of ``abdomen``: liver, kidneys, spleen
+        label[where] = value
+    shapes = {
+        "gallbladder": [ellipsoid([-55, -30, -15], [15, 14, 28])],
+        "pancreas": [ellipsoid([20, 25, 5], [rng.uniform(50, 65), 10, 13])],
+        "aorta": [ellipsoid([-5, 45, 0], [11, 11, 1], axes=2)],
+        "adrenal glands": [ellipsoid([side * 50, 50, 35], [5, 12, 14]) for side in (-1, 1)],
+    }
+    for name, masks in shapes.items():
+        value, hu = ORGAN_LABELS[name]
+        for mask in masks:
+            image[mask], label[mask] = hu, value
+    image = (image + rng.normal(0, rng.uniform(15, 30), image.shape)).astype(np.int16)
+    return image, label
 
 
 def brain_tumour(shape, spacing, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
@@ -218,7 +257,7 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
         for index in range(count):
             present = set(range(1, spec["labels"] + 1)) - ({6} if kind == "many" and index % 3 == 0 else set())
             body = None
-            if kind in ("spleen", "liver", "abdomen_mr"):
+            if kind in ("spleen", "liver", "abdomen_mr", "organs"):
                 case = f"{kind}_{split.lower()}{index:03d}"
                 image, label, own_affine = abdomen(rng, kind)
                 nib.save(nib.Nifti1Image(image, own_affine), root / f"images{split}" / f"{case}_0000{ending}")
@@ -256,6 +295,8 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
     labels = {"background": 0, **{f"class{k}": k for k in range(1, spec["labels"] + 1)}}
     if kind == "abdomen_mr":
         labels = {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
+    if kind == "organs":
+        labels = {**ORGAN_NAMES, **{name: value for name, (value, _) in ORGAN_LABELS.items()}}
     meta = {"channel_names": channels, "labels": labels, "numTraining": spec["n"], "file_ending": ending, "name": kind}
     if kind == "tumour":
         meta.update(channel_names={"0": "FLAIR", "1": "T1c"}, labels=TUMOUR_REGIONS, regions_class_order=[1, 2, 3])
