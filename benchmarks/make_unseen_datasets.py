@@ -65,9 +65,9 @@ KINDS = {
     "tumour": dict(shape=(96, 112, 80), spacing=(1.5, 1.5, 1.5), labels=3, modality="MR", n=16, n_test=4, codes="LPS"),
     "organs": dict(shape=(512, 512, 0), spacing=(0, 0, 0), labels=8, modality="CT", n=16, n_test=4, codes="LPS"),
 }
-ORGAN_LABELS = {  # organs: label value, HU (contrast-enhanced, portal phase), in drawing order after liver/kidneys/spleen
+ORGAN_LABELS = {  # organs: label value, HU (portal phase); drawn in this order over liver, kidneys, spleen
     "gallbladder": (5, 15.0), "pancreas": (6, 80.0), "aorta": (7, 180.0), "adrenal glands": (8, 30.0),
-}
+}  # fmt: skip
 ORGAN_NAMES = {"background": 0, "liver": 1, "spleen": 2, "kidney (right)": 3, "kidney (left)": 4}
 TUMOUR_TISSUE = {  # (FLAIR, T1c) before gain: head, brain, edema, necrotic core, enhancing rim
     "scalp": (350.0, 500.0), "brain": (300.0, 400.0), "edema": (620.0, 340.0), "necrosis": (450.0, 200.0),
