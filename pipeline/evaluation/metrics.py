@@ -83,13 +83,7 @@ def case_metrics(
     Raises:
         ValueError: the shapes differ.
     """
-    if prediction.shape != truth.shape:
-        raise ValueError(f"prediction shape {tuple(prediction.shape)} != ground truth shape {tuple(truth.shape)}")
-    diagonal = float(np.linalg.norm(np.asarray(prediction.shape) * np.asarray(spacing)))
-    scores = {}
-    for value, name in labels.items():
-        scores[name] = binary_metrics(prediction == value, truth == value, spacing, tolerance_mm, diagonal)
-    return scores
+    return _scores_of_masks(prediction, truth, spacing, {name: (value,) for value, name in labels.items()}, tolerance_mm)
 
 
 def region_metrics(
@@ -97,14 +91,25 @@ def region_metrics(
 ) -> dict[str, dict[str, float]]:
     """:func:`case_metrics` of each region (a union of label values, :class:`pipeline.data.labels.Region`): its voxels
     are those holding any of its values, in the prediction and in the ground truth; keyed ``region <name>``."""
+    return _scores_of_masks(prediction, truth, spacing, {f"region {r.name}": tuple(r.values) for r in regions}, tolerance_mm)
+
+
+def _scores_of_masks(
+    prediction: np.ndarray, truth: np.ndarray, spacing, values_of: dict[str, tuple[int, ...]], tolerance_mm: float
+) -> dict[str, dict[str, float]]:
+    """:func:`binary_metrics` of each named set of label values (a voxel is in the mask when it holds any of them), with
+    the scan's diagonal as the worst distance. Raises ValueError when the shapes differ."""
     if prediction.shape != truth.shape:
         raise ValueError(f"prediction shape {tuple(prediction.shape)} != ground truth shape {tuple(truth.shape)}")
     diagonal = float(np.linalg.norm(np.asarray(prediction.shape) * np.asarray(spacing)))
+
+    def mask(labels: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
+        return labels == values[0] if len(values) == 1 else np.isin(labels, values)
+
     return {
-        f"region {r.name}": binary_metrics(np.isin(prediction, r.values), np.isin(truth, r.values), spacing, tolerance_mm,
-                                           diagonal)
-        for r in regions
-    }  # fmt: skip
+        name: binary_metrics(mask(prediction, values), mask(truth, values), spacing, tolerance_mm, diagonal)
+        for name, values in values_of.items()
+    }
 
 
 def binary_metrics(
