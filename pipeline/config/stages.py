@@ -18,6 +18,10 @@ class LossSettings(Section):
     beta: float = Field(0.7, ge=0, description="Tversky weight of false negatives")
     gamma: float = Field(4 / 3, gt=0, description="focal-Tversky exponent: loss = (1 - TI) ** (1 / gamma)")
     include_background: bool = False
+    batch: bool = Field(
+        False,
+        description="overlap terms over the whole batch as one volume (nnU-Net's batch Dice) instead of per sample and averaged",
+    )
     border_w0: float = Field(10.0, ge=0, description="U-Net border weight w0")
     border_sigma_px: float = Field(5.0, gt=0, description="U-Net border weight sigma in voxels")
 

@@ -146,7 +146,7 @@ def plan_configuration(
     batch = round(budget / per_sample)
     cap_5pct = round(dataset_voxels * DATASET_FRACTION_PER_STEP / math.prod(topology.patch_size))
     batch = max(min(batch, cap_5pct), profile.min_batch)
-    scale = step_scale(budget, per_sample * batch, profile.max_step_scale)
+    scale = step_scale(budget, per_sample * batch, profile.max_step_scale, class_factor(num_classes - 1, profile))
     epochs = profile.epochs_2d if dims == 2 else profile.epochs_3d
     val_every = profile.val_every_2d if dims == 2 else profile.val_every_3d
     return ConfigurationPlan(
@@ -166,11 +166,22 @@ def plan_configuration(
     )
 
 
-def step_scale(budget_mb: float, step_mb: float, max_scale: float) -> float:
-    """How many times the profile's steps a configuration trains: the budget over what one of its steps uses, between 1
-    and ``max_scale``. A step the 5 % batch cap or the median shape makes smaller than the budget then gets
-    proportionally more of them, so every configuration trains about the profile's compute, not its step count."""
-    return float(min(max(budget_mb / step_mb, 1.0), max_scale))
+def step_scale(budget_mb: float, step_mb: float, max_scale: float, classes: float = 1.0) -> float:
+    """How many times the profile's steps a configuration trains: the budget over what one of its steps uses (at least
+    1), times ``classes`` (:func:`class_factor`), at most ``max_scale``. A step the 5 % batch cap or the median shape
+    makes smaller than the budget then gets proportionally more of them, so every configuration trains about the
+    profile's compute, not its step count."""
+    return float(min(max(budget_mb / step_mb, 1.0) * classes, max_scale))
+
+
+def class_factor(foreground_classes: int, profile: HardwareProfile) -> float:
+    """More steps for more classes: the foreground classes over the profile's ``reference_classes`` (the CT phantom's
+    three, for which the CPU profile's steps were set), at least 1; 1 on profiles without a reference (the GPU profiles
+    train nnU-Net's 250,000 steps, ample for any label set). On a multi-organ CT set with eight classes the CPU
+    profile's 350 U-Net steps had only begun to learn the small organs (``benchmarks/RESULTS.md``)."""
+    if not profile.reference_classes:
+        return 1.0
+    return max(1.0, foreground_classes / profile.reference_classes)
 
 
 def lowres_spacings(fullres: np.ndarray, median_fullres: np.ndarray):

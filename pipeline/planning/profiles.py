@@ -49,11 +49,29 @@ class HardwareProfile:
     min_edge: int = 4  # smallest bottleneck edge (voxels)
     max_stages: int = 6
     max_step_scale: float = 1.0  # a configuration whose step uses 1/k of the budget trains min(k, this) x the steps
+    reference_classes: int | None = None  # foreground classes the steps were set for: more classes train more steps
 
 
 PROFILES: dict[str, HardwareProfile] = {
     "cpu": HardwareProfile(
-        "cpu", 400.0, 362.0, 8, 2, 16, 256, 8, 64, 25, 14, 11, 4, 2, True, lowres_coverage=0.5, max_step_scale=4.0
+        name="cpu",
+        budget_mb_2d=400.0,
+        budget_mb_3d=362.0,
+        reference_batch_2d=8,
+        reference_batch_3d=2,
+        base_width_2d=16,
+        max_width_2d=256,
+        base_width_3d=8,
+        max_width_3d=64,
+        iterations_per_epoch=25,
+        epochs_2d=14,
+        epochs_3d=11,
+        val_every_2d=4,
+        val_every_3d=2,
+        prefer_lowres=True,
+        lowres_coverage=0.5,
+        max_step_scale=4.0,
+        reference_classes=3,
     ),
     "gpu24": HardwareProfile("gpu24", 11000.0, 11000.0, 12, 2, 32, 512, 32, 320, 250, 1000, 1000, 50, 50, False),
     "gpu80": HardwareProfile("gpu80", 36000.0, 36000.0, 12, 2, 32, 512, 32, 320, 250, 1000, 1000, 50, 50, False),

@@ -26,7 +26,12 @@ class SegmentationLoss(nn.Module):
         from monai import losses
 
         self.settings = settings
-        common = {"include_background": settings.include_background, "to_onehot_y": True, "softmax": True}
+        common = {
+            "include_background": settings.include_background,
+            "to_onehot_y": True,
+            "softmax": True,
+            "batch": settings.batch,
+        }
         name = settings.name
         if name == "dice":
             self.criterion = losses.DiceLoss(**common)

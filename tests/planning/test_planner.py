@@ -81,6 +81,27 @@ def test_a_step_that_uses_part_of_the_budget_trains_more_steps_up_to_four_times_
     assert (gpu.max_epochs, gpu.val_every) == (1000, 50)
 
 
+def test_more_classes_than_the_profiles_three_train_proportionally_more_steps_within_the_cap():
+    cpu = get_profile("cpu")
+    eight = {"0": "background", **{str(k): f"organ{k}" for k in range(1, 9)}}
+
+    def plan(labels, shapes, n, profile=cpu):
+        data = _data([0.8, 0.8, 0.8], shapes, n=n)
+        return make_plans(PlanningInput("test", ("CT",), labels, data.spacings, data.shapes_after_crop, CT), profile)
+
+    # a batch that fills the 2D budget (40 x 9.888 MiB of 400: 1.011x): 14 epochs x 1.011 x 8 / 3 classes = 37.7 -> 37,
+    # validation every 4 x 2.697 = 10.8 -> 10
+    full = plan(eight, [300, 300, 300], 10).configurations["2d"]
+    assert full.batch_size == 40 and 400 / (full.batch_size * full.estimated_activation_mb) < 1.012
+    assert (full.max_epochs, full.val_every) == (37, 10)
+    # three classes or fewer keep the profile's steps (the CT phantom's plan does not change)
+    assert plan(LABELS, [300, 300, 300], 10).configurations["2d"].max_epochs == 14
+    # with the under-used step's 4x the product is capped at 4x: 11 x 4 epochs
+    assert plan(eight, [40, 40, 30], 3).configurations["3d_fullres"].max_epochs == 44
+    # GPU profiles keep nnU-Net's steps
+    assert plan(eight, [300, 300, 300], 10, get_profile("gpu24")).configurations["2d"].max_epochs == 1000
+
+
 def test_thin_slabs_plan_a_two_d_like_three_d_patch():
     plans = make_plans(_data([0.8, 0.8, 0.8], [300, 300, 5], n=20), get_profile("gpu24"))
     full = plans.configurations["3d_fullres"]

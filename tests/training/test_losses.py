@@ -65,3 +65,19 @@ def test_ce_border_without_weights_is_an_error():
     target, good, _ = _target_and_logits()
     with pytest.raises(ValueError, match="weight map"):
         SegmentationLoss(LossSettings(name="ce_border"))(good, target)
+
+
+def test_batch_dice_pools_the_samples_before_the_ratio():
+    """Sample A: 4 foreground voxels found plus 4 false positives (Dice 8/12); sample B: no foreground and 4 false
+    positives (Dice 0). Per sample the loss is 1 - (2/3 + 0) / 2 = 2/3; over the batch as one volume
+    1 - 2 * 4 / (12 + 4) = 1/2."""
+    target = torch.zeros(2, 1, 4, 4, dtype=torch.long)
+    target[0, 0, 0, :] = 1
+    predicted = torch.zeros(2, 4, 4, dtype=torch.long)
+    predicted[0, 0:2, :] = 1
+    predicted[1, 3, :] = 1
+    logits = torch.nn.functional.one_hot(predicted, 2).permute(0, 3, 1, 2).float() * 40.0
+    per_sample = SegmentationLoss(LossSettings(name="dice"))(logits, target).item()
+    pooled = SegmentationLoss(LossSettings(name="dice", batch=True))(logits, target).item()
+    assert per_sample == pytest.approx(2 / 3, abs=1e-4)
+    assert pooled == pytest.approx(1 / 2, abs=1e-4)
