@@ -9,7 +9,8 @@
   axis largest relative to the median shape shrinks by one pooling step.
 * Batch size: what the budget holds, at most 5 % of the dataset's voxels per step, at least 2.
 * Steps: the profile's, times :func:`step_scale` (on the CPU profile, up to 4x for a configuration whose step uses a
-  fraction of the budget; 1x on GPU profiles, which train nnU-Net's 250 x 1000 steps). Validation keeps its count.
+  fraction of the budget or whose dataset has more than three foreground classes, :func:`class_factor`; 1x on GPU
+  profiles, which train nnU-Net's 250 x 1000 steps). Validation keeps its count.
 * ``3d_lowres`` exists when the full-resolution patch covers under a quarter of the median image
   (the profile's ``lowres_coverage``; a half on the CPU profile): the spacing grows by 3 % steps (the
   anisotropic axes first) until it does.
