@@ -152,14 +152,16 @@ def abdomen(rng: np.random.Generator, kind: str = "spleen") -> tuple[np.ndarray,
         image[kidney] = tissue["kidney"]
     spleen = ellipsoid([rng.uniform(80, 95), rng.uniform(35, 50), 30], rng.uniform([25, 40, 45], [35, 55, 65]))
     image[spleen] = tissue["spleen"]
-    if kind == "organs":
-        image, label = small_organs(image, [liver, *kidneys, spleen], ellipsoid, rng)
-        return image, label, affine_lps(shape, spacing, rng)
     if mr:
         label = np.select([spleen, kidneys[1], kidneys[0], liver], [4, 3, 2, 1], 0).astype(np.uint8)
         image = rician(image * bias_field(grid, extent, rng) * rng.uniform(0.5, 2.0), rng.uniform(20, 40), rng)
     else:
-        label = liver_with_lesions(grid, liver, image, rng) if kind == "liver" else spleen.astype(np.uint8)
+        if kind == "organs":
+            label = small_organs(image, [liver, *kidneys, spleen], ellipsoid, rng)
+        elif kind == "liver":
+            label = liver_with_lesions(grid, liver, image, rng)
+        else:
+            label = spleen.astype(np.uint8)
         image = (image + rng.normal(0, rng.uniform(15, 30), shape)).astype(np.int16)
     return image, label, affine_lps(shape, spacing, rng)
 
@@ -171,10 +173,11 @@ def affine_lps(shape, spacing, rng: np.random.Generator) -> np.ndarray:
     return affine
 
 
-def small_organs(image: np.ndarray, large: list[np.ndarray], ellipsoid, rng) -> tuple[np.ndarray, np.ndarray]:
-    """``(image, label)`` of one ``organs`` case: the abdomen's liver, spleen and kidneys (labels 1-4) and, drawn over
-    them, a gallbladder under the liver, a pancreas across the midline (80 HU beside the bowel's 40), an aorta in front
-    of the spine through every slice and two adrenal glands above the kidneys (5 x 12 x 14 mm half axes)."""
+def small_organs(image: np.ndarray, large: list[np.ndarray], ellipsoid, rng) -> np.ndarray:
+    """The label map of one ``organs`` case, drawing its small organs into ``image`` (as :func:`liver_with_lesions`
+    draws lesions): the abdomen's liver, spleen and kidneys (labels 1-4) and, over them, a gallbladder under the liver,
+    a pancreas across the midline (80 HU beside the bowel's 40), an aorta in front of the spine through every slice
+    and two adrenal glands above the kidneys (5 x 12 x 14 mm half axes)."""
     label = np.zeros(image.shape, np.uint8)
     for value, where in zip((1, 3, 4, 2), large):  # the drawing order of ``abdomen``: liver, kidneys, spleen
         label[where] = value
@@ -188,8 +191,7 @@ def small_organs(image: np.ndarray, large: list[np.ndarray], ellipsoid, rng) -> 
         value, hu = ORGAN_LABELS[name]
         for mask in masks:
             image[mask], label[mask] = hu, value
-    image = (image + rng.normal(0, rng.uniform(15, 30), image.shape)).astype(np.int16)
-    return image, label
+    return label
 
 
 def brain_tumour(shape, spacing, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
