@@ -132,8 +132,24 @@ def render_case(spec: CaseSpec, oblique_degrees: float) -> tuple[np.ndarray, np.
 
 
 def _world_coordinates(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), axis=-1)
-    return (idx @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)).astype(np.float32)
+    """Every voxel's RAS position in mm, shape ``(*shape, 3)``, float32 (see ``weighted_sum``)."""
+    index = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    rows = [weighted_sum(index, affine[row, :3]) + affine[row, 3] for row in range(3)]
+    return np.stack(rows, axis=-1).astype(np.float32)
+
+
+def weighted_sum(components, weights) -> np.ndarray:
+    """``sum(components[i] * weights[i])`` in float64, one elementwise product and sum after another.
+
+    The phantoms are drawn without BLAS so that they have the same bits on every CPU: NumPy's ``@`` calls
+    OpenBLAS, whose kernel is chosen per CPU and sums in its own order (measured: the displacement's
+    ``world @ k`` differed in the last bit between OpenBLAS's Haswell and SkylakeX kernels for about 1 %
+    of the voxels, and the CT phantom's bytes with them, on the same machine).
+    """
+    total = np.zeros(np.shape(components[0]), dtype=np.float64)
+    for component, weight in zip(components, weights, strict=True):
+        total += np.asarray(component, dtype=np.float64) * float(weight)
+    return total
 
 
 def _displacement(world: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -144,7 +160,7 @@ def _displacement(world: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         k *= 2 * np.pi / rng.uniform(120, 260) / np.linalg.norm(k)
         phase = rng.uniform(0, 2 * np.pi)
         amplitude = rng.uniform(2.0, 5.0) * rng.normal(size=3)
-        wave = np.sin(world @ k.astype(np.float32) + phase)
+        wave = np.sin((weighted_sum(np.moveaxis(world, -1, 0), k) + phase).astype(np.float32))
         out += wave[..., None] * amplitude.astype(np.float32)
     return out
 

@@ -103,3 +103,58 @@ def test_oblique_matrix_is_a_rotation_of_the_requested_angle():
     relative = oblique @ orientation_matrix("LPS").T
     angle = np.degrees(np.arccos((np.trace(relative) - 1) / 2))
     assert angle == pytest.approx(20.0)
+
+
+_RENDER_DIGEST = """
+import hashlib
+from pathlib import Path
+import numpy as np
+from pipeline.data.mr_phantom import mr_case_specs, render_mr_case
+from pipeline.data.phantom import _displacement, _world_coordinates, case_affine, make_case_specs, render_case
+from tests.conftest import tiny_synth_settings
+settings = tiny_synth_settings(Path("unused"), n_labeled=2, n_test=0, n_unlabeled=0)
+digest = hashlib.sha256()
+for spec in make_case_specs(settings)["train"]:
+    for array in render_case(spec, 20.0):
+        digest.update(array.tobytes())
+    rng = np.random.default_rng(spec.seed)  # the float field before rounding to HU: a last-bit change shows here
+    world = _world_coordinates(case_affine(spec, rng, 20.0), spec.shape)
+    digest.update(_displacement(world, rng).tobytes())
+for spec in mr_case_specs(settings)["train"][:1]:
+    for array in render_mr_case(spec, 20.0):
+        digest.update(array.tobytes())
+print(digest.hexdigest())
+"""
+
+
+def _kernel_choices() -> dict[str, dict[str, str]]:
+    """Environments that make NumPy and its OpenBLAS pick other kernels on this CPU (only ones it can run)."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    choices = {"default": {}, "OpenBLAS Nehalem (SSE)": {"OPENBLAS_CORETYPE": "Nehalem"}}
+    if __cpu_features__.get("AVX2") and __cpu_features__.get("FMA3"):
+        choices["OpenBLAS Haswell (AVX2)"] = {"OPENBLAS_CORETYPE": "Haswell"}
+    if __cpu_features__.get("AVX512_SKX"):  # the kernel whose sums differed (an Intel Xeon's)
+        choices["OpenBLAS SkylakeX (AVX-512)"] = {"OPENBLAS_CORETYPE": "SkylakeX"}
+    wide = [name for name in __cpu_dispatch__ if name != "X86_V3" and __cpu_features__.get(name)]
+    if wide and __cpu_features__.get("X86_V3"):
+        choices["NumPy SIMD at AVX2"] = {"NPY_DISABLE_CPU_FEATURES": " ".join(wide)}
+    return choices
+
+
+def test_phantoms_have_the_same_bits_whichever_kernels_numpy_and_openblas_pick():
+    """The committed dvc.lock holds the phantom's hash: a machine whose OpenBLAS picks another kernel must draw the
+    same bytes (the displacement once went through ``@`` and differed between OpenBLAS's Haswell and SkylakeX)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    digests = {}
+    for name, env in _kernel_choices().items():
+        result = subprocess.run([sys.executable, "-c", _RENDER_DIGEST], cwd=root, env={**os.environ, **env},
+                                capture_output=True, text=True, check=True)  # fmt: skip
+        digests[name] = result.stdout.strip()
+    assert len(digests) >= 2
+    assert len(set(digests.values())) == 1, digests
