@@ -23,6 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from run_unseen import train_minutes
 
 from pipeline.data.layout import load_dataset
 from pipeline.evaluation.metrics import dice_per_class
@@ -114,7 +115,7 @@ def main() -> None:
     params = yaml.safe_load((args.project / "configs" / "params.yaml").read_text())
     dataset = load_dataset(args.project / params["data"]["root"])
     stages = [*args.project.glob("reports/pretrain_*/metrics.json"), *args.project.glob("reports/train_*/fold_*/metrics.json")]
-    minutes = args.minutes or sum(json.loads(p.read_text())["train_minutes"] for p in stages)
+    minutes = args.minutes or sum(train_minutes(p) for p in stages)
     if args.peer_from:
         earlier = json.loads(args.peer_from.read_text())
         peer, minutes = earlier["monai_spleen_recipe"], earlier["budget_minutes"]
@@ -126,7 +127,7 @@ def main() -> None:
         "budget_minutes": round(minutes, 2),
         "monai_spleen_recipe": peer,
         "segpipe_planned": {k: v for k, v in ours.items() if k.startswith("dice")},
-        "segpipe_minutes": round(sum(json.loads(p.read_text())["train_minutes"] for p in stages), 2),
+        "segpipe_minutes": round(sum(train_minutes(p) for p in stages), 2),
         "ratio": ours["dice_mean"] / max(float(peer["dice_mean"]), 1e-9),
     }
     out = Path(__file__).resolve().parent / "results" / f"unseen_{dataset.root.name}.json"

@@ -49,6 +49,13 @@ def fresh_project(folder: Path, data_root: Path) -> None:
         subprocess.run(command, cwd=folder, check=True, capture_output=True)
 
 
+def train_minutes(metrics_path: Path) -> float:
+    """A training stage's minutes, from the ``timings.json`` beside its ``metrics.json`` (the clock's figures left the
+    DVC outputs on 2026-12-07), or from ``metrics.json`` in a project made before that."""
+    timings = metrics_path.with_name("timings.json")
+    return json.loads((timings if timings.is_file() else metrics_path).read_text())["train_minutes"]
+
+
 def summary(project: Path, minutes: float) -> dict:
     """The figures of a finished run: plan, cross-validation, test metrics, training minutes."""
     plans = json.loads((project / "reports/plan/plans.json").read_text())
@@ -66,8 +73,11 @@ def summary(project: Path, minutes: float) -> dict:
         "postprocessing": decisions["postprocessing"],
         "test": json.loads((project / "reports/evaluate/metrics.json").read_text()),
         "training": {
-            str(path.parent.relative_to(project / "reports")): {key: metrics.get(key) for key in ("epochs", "train_minutes")}
-            for path, metrics in ((path, json.loads(path.read_text())) for path in stages)
+            str(path.parent.relative_to(project / "reports")): {
+                "epochs": json.loads(path.read_text())["epochs"],
+                "train_minutes": train_minutes(path),
+            }
+            for path in stages
         },
         "dvc_repro_minutes": round(minutes, 1),
     }

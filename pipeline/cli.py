@@ -219,9 +219,9 @@ def infer(config: ConfigOption = None, overrides: OverridesArg = None, overwrite
     from pipeline.inference.run import infer_dataset
 
     cfg = _load(config, overrides)
-    path = infer_dataset(cfg, overwrite)
-    seconds = json.loads(path.read_text())["seconds_per_case"]
-    typer.echo(f"predicted {len(seconds)} scan(s) in {sum(seconds.values()):.1f} s; wrote {path.parent}")
+    summary = infer_dataset(cfg, overwrite)
+    seconds = summary.seconds_per_case
+    typer.echo(f"predicted {len(seconds)} scan(s) in {sum(seconds.values()):.1f} s; wrote {summary.path.parent}")
 
 
 @app.command()

@@ -106,7 +106,7 @@ class ModelCard(BaseModel):
     best_epoch: int = Field(0, description="the best validated epoch")
     metrics: dict[str, float | str | int] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
-    git_commit: str = "unknown"
+    git_commit: str = Field("unknown", description="the last commit that changed code or configuration (source_commit)")
     transfer: str | None = None
     intended_use: str = INTENDED_USE
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -40,11 +40,20 @@ QA_FILE = "qa.json"
 BOX_MARGIN_MM = 5.0  # saved probabilities reach this far past evaluate's calibration neighbourhood
 
 
-def infer_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
+@dataclass(frozen=True)
+class InferenceSummary:
+    """What ``infer_dataset`` wrote (``inference.json``: models and settings) and how long each scan took. The seconds
+    stay out of ``inference.json``: it lies in a DVC output, whose hash must depend on the predictions only."""
+
+    path: Path
+    seconds_per_case: dict[str, float]
+
+
+def infer_dataset(cfg: PipelineConfig, overwrite: bool = False) -> InferenceSummary:
     """Predict every test scan of ``cfg.data.root`` into ``<infer.out_dir>/<case_id>.nii.gz``.
 
     Returns:
-        Path of ``<out_dir>/inference.json`` (models, settings, seconds per case).
+        The path of ``<out_dir>/inference.json`` (models, settings) and the seconds per case.
 
     Raises:
         DatasetError: existing outputs (T7) or scans that failed, all listed.
@@ -69,8 +78,9 @@ def infer_dataset(cfg: PipelineConfig, overwrite: bool = False) -> Path:
     if problems:
         raise DatasetError(problems, f"inference failed for {len({p.case for p in problems})} of {len(cases)} case(s)")
     summary = out_dir / "inference.json"
-    write_json_atomic(summary, {**_describe(predictor), "seconds_per_case": seconds})
-    return summary
+    write_json_atomic(summary, _describe(predictor))
+    logger.info("seconds per case: %s", seconds)
+    return InferenceSummary(summary, seconds)
 
 
 def _infer_case(predictor: Predictor, case, out_dir: Path, cfg: PipelineConfig) -> ScanPrediction:

@@ -37,13 +37,26 @@ SOURCE_PATHS = ("pipeline", "configs", "dvc.yaml", "pyproject.toml")
 
 
 def git_commit() -> str:
-    """``HEAD`` of the repository in the working directory, or ``unknown``.
+    """``HEAD`` of the repository in the working directory, or ``unknown``; MLflow runs are tagged with it.
 
     ``+dirty`` is appended when code or configuration (``SOURCE_PATHS``) differs from ``HEAD``. Stage
     outputs are not considered: DVC deletes git-tracked metrics files before it runs their stage.
     """
+    return _commit(["git", "rev-parse", "HEAD"])
+
+
+def source_commit() -> str:
+    """The last commit that changed code or configuration (``SOURCE_PATHS``), ``+dirty`` as in :func:`git_commit`.
+
+    Model cards record this one: a rerun at a later commit that changed no code (the commit of ``dvc.lock`` and
+    the metrics, say) writes the same card, so the model folder's hash in ``dvc.lock`` reproduces.
+    """
+    return _commit(["git", "log", "-1", "--format=%H", "--", *SOURCE_PATHS])
+
+
+def _commit(command: list[str]) -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        found = subprocess.run(command, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PATHS],
             capture_output=True,
@@ -52,7 +65,7 @@ def git_commit() -> str:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return head + ("+dirty" if dirty.strip() else "")
+    return (found or "unknown") + ("+dirty" if dirty.strip() else "")
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:

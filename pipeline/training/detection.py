@@ -18,7 +18,7 @@ from pipeline.io_utils import write_json_atomic
 from pipeline.modelcard import write_model_card
 from pipeline.tracking.mlflow_run import RunTracker
 from pipeline.training.checkpoint import save_state_dict
-from pipeline.training.finalize import model_card, run_summary
+from pipeline.training.finalize import TIMINGS_FILE, model_card, run_summary, write_reports
 from pipeline.training.run import TrainingRun
 
 OVERLAY_SCORE = 0.5  # overlays show detections from this score
@@ -88,8 +88,7 @@ def finalize_detection(run: TrainingRun, state, tracker: RunTracker, kept_epoch:
     metrics.update(test)
     save_state_dict(out_dir / "model.pt", run.bare_model)
     write_model_card(model_card(run, metrics), out_dir / "model_card.json")
-    write_json_atomic(reports / "metrics.json", metrics)
-    write_json_atomic(reports / "details" / "history.json", state.history)
+    write_reports(reports, metrics, state.history)
     write_json_atomic(reports / "plots" / "train.json", [{k: h[k] for k in ("epoch", "train_loss", "lr")} for h in state.history])
     keys = ("epoch", "val_box_ap", "val_mask_ap", "val_mask_ap50", "val_miou")
     write_json_atomic(
@@ -110,7 +109,7 @@ def finalize_detection(run: TrainingRun, state, tracker: RunTracker, kept_epoch:
             figures[-1], case.image[:, :, :, 0], truth, shown, registry, f"{case.case_id} (score >= {OVERLAY_SCORE})"
         )
     tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("test_")}, step=state.epoch)
-    for path in [reports / "metrics.json", out_dir / "model_card.json", out_dir / "model.pt"]:
+    for path in [reports / "metrics.json", reports / TIMINGS_FILE, out_dir / "model_card.json", out_dir / "model.pt"]:
         tracker.log_artifact(path)
     for path in figures:
         tracker.log_artifact(path, "figures")

@@ -20,12 +20,17 @@ from pipeline.evaluation.figures import (
 from pipeline.inference.onnx_backend import ONNX_FILE, export_onnx
 from pipeline.io_utils import atomic_path, write_json_atomic
 from pipeline.modelcard import ModelCard, PlannedConfiguration, TrainingEnvelope, write_model_card
-from pipeline.tracking.mlflow_run import RunTracker, git_commit, run_tags
+from pipeline.tracking.mlflow_run import RunTracker, run_tags, source_commit
 from pipeline.training.checkpoint import flatten, save_state_dict
 from pipeline.training.run import TrainingRun
 from pipeline.training.transfer import save_encoder
 
 TRACKED_SECTIONS = ("base", "plan", "preprocess", "model", "loss", "augment", "train")
+# What a clock measured, in the training history and the run summary. It never goes into a DVC output (the outputs
+# hold what the inputs, seeds and steps decide, so a rerun reproduces dvc.lock to the byte): write_reports puts it in
+# ``timings.json`` beside ``metrics.json``, which DVC does not track and git ignores, and MLflow logs it.
+TIMING_KEYS = frozenset({"train_minutes", "samples_per_s", "train_time_s", "epoch_time_s", "voxels_per_s"})
+TIMINGS_FILE = "timings.json"
 NATURAL_MODALITIES = ["red", "green", "blue"]  # what pipeline/preprocess/natural.py writes
 
 logger = logging.getLogger(__name__)
@@ -65,8 +70,7 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, kept_epoch: int, test
     if decision is not None:
         tracker.set_tags({"postprocessing": str(decision)})
     write_model_card(model_card(run, metrics, postprocessing=decision), out_dir / "model_card.json")
-    write_json_atomic(reports / "metrics.json", metrics)
-    write_json_atomic(reports / "details" / "history.json", state.history)
+    write_reports(reports, metrics, state.history)
     write_plot_files(state.history, reports / "plots")
     figures = write_figures(run, state.history, reports / "details")
     tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("test_")}, step=state.epoch)
@@ -75,6 +79,7 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, kept_epoch: int, test
     for path in [
         reports / "details" / "config.yaml",
         reports / "metrics.json",
+        reports / TIMINGS_FILE,
         out_dir / "model_card.json",
         out_dir / "model.pt",
     ]:
@@ -117,9 +122,23 @@ def run_summary(model: str, state, kept_epoch: int, weights: str) -> dict:
     }
 
 
+def write_reports(reports: Path, metrics: dict, history: list[dict]) -> None:
+    """``metrics.json`` and ``details/history.json`` without the clock's figures, and those figures (the run's and each
+    epoch's) in ``timings.json`` (``TIMING_KEYS``); every training task ends here."""
+    write_json_atomic(reports / "metrics.json", without_timings(metrics))
+    write_json_atomic(reports / "details" / "history.json", [without_timings(h) for h in history])
+    epochs = [{"epoch": h["epoch"], **{k: v for k, v in h.items() if k in TIMING_KEYS}} for h in history]
+    write_json_atomic(reports / TIMINGS_FILE, {**{k: v for k, v in metrics.items() if k in TIMING_KEYS}, "epochs": epochs})
+
+
+def without_timings(record: dict) -> dict:
+    """``record`` without what a clock measured (``TIMING_KEYS``)."""
+    return {k: v for k, v in record.items() if k not in TIMING_KEYS}
+
+
 def write_plot_files(history: list[dict], folder: Path) -> None:
     """Per-epoch series for ``dvc plots``: ``train.json`` (every epoch) and ``validation.json`` (validated epochs)."""
-    write_json_atomic(folder / "train.json", [{k: h[k] for k in ("epoch", "train_loss", "lr", "samples_per_s")} for h in history])
+    write_json_atomic(folder / "train.json", [{k: h[k] for k in ("epoch", "train_loss", "lr")} for h in history])
     validated = [
         {k: v for k, v in h.items() if k == "epoch" or k.startswith("val_dice_")} for h in history if "val_dice_mean" in h
     ]
@@ -153,7 +172,7 @@ def model_card(run: TrainingRun, metrics: dict, **extra) -> ModelCard:
         best_epoch=metrics["best_epoch"],
         metrics={k: v for k, v in metrics.items() if any(m in k for m in ("dice", "miou", "pixel_accuracy", "mse", "_ap"))},
         versions={"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version()},
-        git_commit=git_commit(),
+        git_commit=source_commit(),
         **extra,
     )
 
@@ -223,8 +242,7 @@ def finalize_pretraining(run: TrainingRun, state, tracker: RunTracker, kept_epoc
     save_state_dict(out_dir / "autoencoder.pt", run.bare_model)
     transfer = f"encoder.pt loads into a model.name={run.cfg.model.encoder} network with the same topology (train.init_from)"
     write_model_card(model_card(run, metrics, transfer=transfer), out_dir / "model_card.json")
-    write_json_atomic(reports / "metrics.json", metrics)
-    write_json_atomic(reports / "details" / "history.json", state.history)
+    write_reports(reports, metrics, state.history)
     # one file per series, every record with the same keys (dvc plots cannot draw records with missing fields)
     write_json_atomic(
         reports / "plots" / "train.json", [{"epoch": h["epoch"], "train_loss": h["train_loss"]} for h in state.history]
@@ -235,7 +253,7 @@ def finalize_pretraining(run: TrainingRun, state, tracker: RunTracker, kept_epoc
     grid = reports / "details" / "reconstructions.png"
     write_reconstruction_grid(run, grid)
     save_training_curves(reports / "details" / "curves.png", state.history)
-    for path in [reports / "metrics.json", out_dir / "model_card.json", out_dir / "encoder.pt"]:
+    for path in [reports / "metrics.json", reports / TIMINGS_FILE, out_dir / "model_card.json", out_dir / "encoder.pt"]:
         tracker.log_artifact(path)
     for path in [grid, reports / "details" / "curves.png"]:
         tracker.log_artifact(path, "figures")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import TrackingSettings
-from pipeline.tracking.mlflow_run import RunTracker, cpu_model, git_commit, run_tags, tracking_uri
+from pipeline.tracking.mlflow_run import RunTracker, cpu_model, git_commit, run_tags, source_commit, tracking_uri
 
 
 def test_default_store_is_an_absolute_sqlite_path(tmp_path, monkeypatch):
@@ -64,6 +64,30 @@ def test_commit_is_dirty_only_when_code_or_configs_changed(tmp_path, monkeypatch
     assert len(clean) == 40 and not clean.endswith("+dirty")
     (tmp_path / "pipeline" / "a.py").write_text("x = 2\n")
     assert git_commit() == clean + "+dirty"
+
+
+def test_source_commit_stays_at_the_last_code_change_while_head_moves(tmp_path, monkeypatch):
+    """Model cards record source_commit: committing dvc.lock and metrics after a run must not change it."""
+    import subprocess
+
+    def git(*args) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "a.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "code")
+    code = git("rev-parse", "HEAD")
+    monkeypatch.chdir(tmp_path)
+    assert source_commit() == git_commit() == code
+    (tmp_path / "dvc.lock").write_text("stages: {}\n")
+    git("add", "dvc.lock")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results")
+    assert git_commit() == git("rev-parse", "HEAD") != code
+    assert source_commit() == code
+    (tmp_path / "pipeline" / "a.py").write_text("x = 2\n")
+    assert source_commit() == code + "+dirty"
 
 
 def test_a_training_killed_by_sigkill_is_closed_as_killed_on_the_next_start(tiny_preprocessed, tmp_path):

@@ -25,7 +25,10 @@ def test_tiny_training_writes_model_metrics_and_an_mlflow_run(tiny_preprocessed,
     cfg = tiny_train_config(tiny_preprocessed, tmp_path, model, tracking={"log_model": model == "unet2d"})
     metrics = train_model(cfg, stage="test_stage")
 
-    assert json.loads((tmp_path / "reports" / "metrics.json").read_text()) == metrics
+    written = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    timings = json.loads((tmp_path / "reports" / "timings.json").read_text())
+    assert {**written, **{k: v for k, v in timings.items() if k != "epochs"}} == metrics
+    assert set(metrics) - set(written) == {"train_minutes", "samples_per_s"}  # the clock's figures, in timings.json
     history = json.loads((tmp_path / "reports" / "details" / "history.json").read_text())
     validated = {h["epoch"]: h["val_dice_mean"] for h in history if "val_dice_mean" in h}
     assert metrics["epochs"] == 2 and "test_dice_mean" in metrics
@@ -147,6 +150,12 @@ def test_a_slower_machine_trains_the_same_weights(tiny_preprocessed, tmp_path, m
     a = torch.load(tmp_path / "fast" / "model" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "slow" / "model" / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the files DVC hashes hold no clock figure, so they are byte-identical (dvc.lock reproduces); timings.json has them
+    for name in ("metrics.json", "details/history.json", "plots/train.json", "plots/validation.json"):
+        assert (tmp_path / "fast" / "reports" / name).read_bytes() == (tmp_path / "slow" / "reports" / name).read_bytes()
+    timings = json.loads((tmp_path / "slow" / "reports" / "timings.json").read_text())
+    assert timings["train_minutes"] == metrics["train_minutes"] and len(timings["epochs"]) == fast.train.max_epochs
+    assert all(epoch["train_time_s"] > 0 for epoch in timings["epochs"])
 
 
 def test_resume_with_changed_network_or_patch_is_refused_naming_the_keys(tiny_preprocessed, tmp_path):
