@@ -47,6 +47,7 @@ def export_onnx(network: torch.nn.Module, in_channels: int, patch_size: tuple[in
             input_names=["image"], output_names=["logits"], verbose=False,
         )  # fmt: skip
     _sort_range_constraints(program)
+    _drop_stack_traces(program)
     with atomic_path(Path(path)) as tmp:
         program.save(str(tmp))
     return Path(path)
@@ -63,6 +64,17 @@ def _sort_range_constraints(program) -> None:
     if key in props:
         constraints = program.exported_program.range_constraints
         props[key] = str(dict(sorted(constraints.items(), key=lambda item: str(item[0]))))
+
+
+def _drop_stack_traces(program) -> None:
+    """Remove the Python stack trace the exporter records on every node: it holds the absolute paths of the checkout
+    and the environment, so the same weights exported from two folders gave two files (and the model would carry the
+    user's paths). The node names, namespaces and class hierarchy stay."""
+    key = "pkg.torch.onnx.stack_trace"
+    graphs = [program.model.graph, *(function for function in program.model.functions.values())]
+    for graph in graphs:
+        for node in graph.all_nodes():
+            node.metadata_props.pop(key, None)
 
 
 class OnnxNetwork(torch.nn.Module):

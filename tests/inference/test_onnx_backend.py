@@ -69,13 +69,20 @@ export_onnx(build_model(settings, 1, 3).eval(), 1, (16, 16, 8), settings.divisor
 """
 
 
-def test_two_exports_of_the_same_network_in_differently_hashed_processes_are_equal_files(tmp_path):
+def test_two_exports_of_the_same_network_from_two_checkouts_and_hash_seeds_are_equal_files(tmp_path):
+    """dvc.lock holds model.onnx's hash: another process (string hashing) and another checkout folder (the exporter's
+    stack traces held absolute paths) must write the same bytes."""
+    import shutil
+
     root = Path(__file__).resolve().parents[2]
+    elsewhere = tmp_path / "another_checkout"
+    shutil.copytree(root / "pipeline", elsewhere / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     paths = []
-    for hash_seed in ("1", "2"):
+    for hash_seed, checkout in (("1", root), ("2", elsewhere)):
         path = tmp_path / hash_seed / ONNX_FILE
         path.parent.mkdir()
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(checkout)}
         subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, str(path)], check=True, env=env, capture_output=True)
         paths.append(path)
     assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert str(root).encode() not in paths[0].read_bytes() and str(elsewhere).encode() not in paths[1].read_bytes()
