@@ -152,6 +152,20 @@ def test_dvc_repro_runs_the_stages_then_is_up_to_date(tmp_path, modality):
     second = _run(["dvc", "repro"], project)
     assert "Running stage" not in second
     assert "up to date" in second
+    if modality == "CT":
+        _assert_a_copy_elsewhere_reproduces_the_lock(project, tmp_path / "elsewhere")
+
+
+def _assert_a_copy_elsewhere_reproduces_the_lock(project, copy):
+    """The same project run from scratch in another folder writes the same ``dvc.lock``, byte for byte: no DVC output
+    holds a clock's figure, a folder's path or the commit of the results (issue 11's fresh-clone check, on this CPU)."""
+    copy.mkdir()
+    for name in ("pipeline", "configs"):
+        shutil.copytree(project / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(project / "dvc.yaml", copy / "dvc.yaml")
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["dvc", "repro"]):
+        _run(command, copy)
+    assert (copy / "dvc.lock").read_bytes() == (project / "dvc.lock").read_bytes()
 
 
 def _assert_exports_lie_on_the_test_scans(project, root, case):
