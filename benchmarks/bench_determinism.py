@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -72,13 +71,6 @@ def train_fingerprint(name: str, steps: int) -> dict:
             "weights_sha256": digest.hexdigest(), "seconds_per_step": min(seconds[1:] or seconds)}  # fmt: skip
 
 
-def cpu_model() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it (a hypervisor may shorten it)."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    found = re.search(r"model name\s*:\s*(.+)", text)
-    return found.group(1).strip() if found else platform.processor()
-
-
 def onednn_isa(env: dict[str, str]) -> str:
     """oneDNN's ISA line for a process with ``env`` (from ONEDNN_VERBOSE)."""
     code = "import torch; torch.nn.functional.conv2d(torch.randn(1, 16, 8, 8), torch.randn(16, 16, 3, 3))"
@@ -98,13 +90,16 @@ def main() -> None:
         return
     rows = []
     for setting, env in SETTINGS.items():
+        isa = onednn_isa(env)
         for name in ("unet2d", "vnet3d"):
             command = [sys.executable, __file__, "--child", name, str(args.steps)]
             out = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=True)
-            row = {"setting": setting, "env": env, "onednn_isa": onednn_isa(env), **json.loads(out.stdout)}
+            row = {"setting": setting, "env": env, "onednn_isa": isa, **json.loads(out.stdout)}
             rows.append(row)
             print(f"{setting:26s} {name}: {row['weights_sha256'][:16]}  {row['seconds_per_step']:.2f} s/step", flush=True)
     import torch
+
+    from pipeline.tracking.mlflow_run import cpu_model
 
     cpu = cpu_model()
     result = {"cpu": cpu, "torch": torch.__version__, "flags_avx512": "avx512f" in Path("/proc/cpuinfo").read_text(),
