@@ -35,6 +35,10 @@ Each dataset is a few ellipsoid "organs" of random intensity in a noisy backgrou
   structures drawn over them: gallbladder 5 (fluid, 15 HU), pancreas 6 (80 HU, near the bowel's 40), aorta 7 (a
   22 mm tube through every slice) and adrenal glands 8 (two 10 x 24 x 28 mm ellipsoids, a few hundred voxels at 5 mm
   slices).
+* ``lung``: the ``spleen`` kind's 512 x 512 CT grids cut higher, through the chest (shaped like MSD's lung task): a body
+  with two lungs (-850 HU) crossed by vessels (40 HU tubes of 1.5-4 mm radius running head to foot and branching
+  sideways), and label 1 one or two solid nodules (40 HU spheres of 5-15 mm radius) in the lungs, so the one class is
+  small, has the vessels' intensity and is told apart by shape.
 
 MR images are Rician (the magnitude of complex Gaussian noise around the tissue value) with a random per-scan scale.
 
@@ -64,6 +68,7 @@ KINDS = {
     "abdomen_mr": dict(shape=(256, 256, 0), spacing=(0, 0, 0), labels=4, modality="MR", n=16, n_test=4, codes="LPS"),
     "tumour": dict(shape=(96, 112, 80), spacing=(1.5, 1.5, 1.5), labels=3, modality="MR", n=16, n_test=4, codes="LPS"),
     "organs": dict(shape=(512, 512, 0), spacing=(0, 0, 0), labels=8, modality="CT", n=16, n_test=4, codes="LPS"),
+    "lung": dict(shape=(512, 512, 0), spacing=(0, 0, 0), labels=1, modality="CT", n=16, n_test=4, codes="LPS"),
 }
 ORGAN_LABELS = {  # organs: label value, HU (portal phase); drawn in this order over liver, kidneys, spleen
     "gallbladder": (5, 15.0), "pancreas": (6, 80.0), "aorta": (7, 180.0), "adrenal glands": (8, 30.0),
@@ -156,7 +161,9 @@ def abdomen(rng: np.random.Generator, kind: str = "spleen") -> tuple[np.ndarray,
         label = np.select([spleen, kidneys[1], kidneys[0], liver], [4, 3, 2, 1], 0).astype(np.uint8)
         image = rician(image * bias_field(grid, extent, rng) * rng.uniform(0.5, 2.0), rng.uniform(20, 40), rng)
     else:
-        if kind == "organs":
+        if kind == "lung":
+            label = chest(grid, centre, body_radius, image, rng)
+        elif kind == "organs":
             label = small_organs(image, [liver, *kidneys, spleen], ellipsoid, rng)
         elif kind == "liver":
             label = liver_with_lesions(grid, liver, image, rng)
@@ -191,6 +198,33 @@ def small_organs(image: np.ndarray, large: list[np.ndarray], ellipsoid, rng) -> 
         value, hu = ORGAN_LABELS[name]
         for mask in masks:
             image[mask], label[mask] = hu, value
+    return label
+
+
+def chest(grid, centre, body_radius, image: np.ndarray, rng) -> np.ndarray:
+    """The label map of one ``lung`` case, drawing a chest into ``image`` (HU, in place) over the abdomen's organs
+    (the lungs cover what they overlap): two lungs, vessels through them (tubes along the third axis and sideways branches) and one or two nodules
+    (label 1) centred in a lung."""
+    lungs = np.zeros(image.shape, bool)
+    for side in (-1, 1):
+        where = centre + np.array([side * rng.uniform(65, 80), rng.uniform(-5, 5), 0])
+        radii = np.array([rng.uniform(50, 60), rng.uniform(70, 85)])
+        lungs |= (((grid[..., :2] - where[:2]) / radii) ** 2).sum(-1) < 1
+    lungs &= body_radius < 0.8
+    image[lungs] = -850.0
+    inside = np.flatnonzero(lungs)
+    vessels = np.zeros(image.shape, bool)
+    for _ in range(int(rng.integers(8, 14))):
+        start = grid.reshape(-1, 3)[inside[rng.integers(len(inside))]]
+        axes = [0, 1] if rng.uniform() < 0.6 else [1, 2]  # along the body's long axis, or a branch across it
+        vessels |= (((grid[..., axes] - start[axes]) ** 2).sum(-1) < rng.uniform(1.5, 4.0) ** 2)
+    image[vessels & lungs] = CT_TISSUE["muscle"]
+    label = np.zeros(image.shape, np.uint8)
+    for _ in range(int(rng.integers(1, 3))):
+        radius = rng.uniform(5, 15)
+        middle = grid.reshape(-1, 3)[inside[rng.integers(len(inside))]]
+        nodule = lungs & ((((grid - middle) ** 2).sum(-1)) < radius**2)
+        image[nodule], label[nodule] = CT_TISSUE["muscle"], 1
     return label
 
 
@@ -259,7 +293,7 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
         for index in range(count):
             present = set(range(1, spec["labels"] + 1)) - ({6} if kind == "many" and index % 3 == 0 else set())
             body = None
-            if kind in ("spleen", "liver", "abdomen_mr", "organs"):
+            if kind in ("spleen", "liver", "abdomen_mr", "organs", "lung"):
                 case = f"{kind}_{split.lower()}{index:03d}"
                 image, label, own_affine = abdomen(rng, kind)
                 nib.save(nib.Nifti1Image(image, own_affine), root / f"images{split}" / f"{case}_0000{ending}")
@@ -297,6 +331,8 @@ def make_dataset(root: Path, kind: str, seed: int = 0) -> Path:
     labels = {"background": 0, **{f"class{k}": k for k in range(1, spec["labels"] + 1)}}
     if kind == "abdomen_mr":
         labels = {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
+    if kind == "lung":
+        labels = {"background": 0, "cancer": 1}
     if kind == "organs":
         labels = {**ORGAN_NAMES, **{name: value for name, (value, _) in ORGAN_LABELS.items()}}
     meta = {"channel_names": channels, "labels": labels, "numTraining": spec["n"], "file_ending": ending, "name": kind}

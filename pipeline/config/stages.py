@@ -86,7 +86,9 @@ class TrainSettings(Section):
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     deterministic: bool = True
-    cache: Literal["memory", "mmap"] = "memory"
+    cache: Literal["auto", "memory", "mmap"] = Field(
+        "auto", description="training arrays in memory, memory-mapped, or auto: mapped when over half the free memory"
+    )
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = main process)")
     prefetch_batches: int = Field(
         1, ge=0, description="batches sampled in a background thread while the current step computes (0 = off)"

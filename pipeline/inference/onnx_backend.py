@@ -71,7 +71,7 @@ def _drop_stack_traces(program) -> None:
     and the environment, so the same weights exported from two folders gave two files (and the model would carry the
     user's paths). The node names, namespaces and class hierarchy stay."""
     key = "pkg.torch.onnx.stack_trace"
-    graphs = [program.model.graph, *(function for function in program.model.functions.values())]
+    graphs = [program.model.graph, *program.model.functions.values()]
     for graph in graphs:
         for node in graph.all_nodes():
             node.metadata_props.pop(key, None)

@@ -13,6 +13,8 @@ A 3D model gets ``(x, y, z)`` patches.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +29,9 @@ from torch.utils.data import Dataset as TorchDataset
 from pipeline.errors import InvalidInputError
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+CACHE_MEMORY_SHARE = 0.5  # train.cache=auto holds the arrays in memory when they need at most this share of free memory
 
 
 @dataclass
@@ -107,6 +112,40 @@ def fold_train_val(cases: list[dict], splits: list[dict], fold: int, source: Pat
     if missing:
         raise InvalidInputError(source, f"fold {fold} names cases without preprocessed labels: {missing}")
     return [by_id[c] for c in sorted(splits[fold]["train"])], [by_id[c] for c in sorted(splits[fold]["val"])]
+
+
+def available_memory_bytes() -> float:
+    """Memory the system can give this process now (``MemAvailable`` on Linux; free pages elsewhere; infinite when
+    neither is known)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
+
+
+def use_mmap(cache: str, manifest: Manifest, entries: list[dict]) -> bool:
+    """Whether the training arrays are memory-mapped: ``train.cache`` ``mmap`` or ``memory`` as said; ``auto`` maps them
+    when their ``.npy`` files need more than ``CACHE_MEMORY_SHARE`` of the available memory (a large dataset on a GPU
+    profile's full-resolution grid), so training reads them from disk instead of failing for memory. The samples, and
+    so the weights, are the same either way: only where the bytes live differs."""
+    if cache != "auto":
+        return cache == "mmap"
+    needed = sum((manifest.root / e[k]).stat().st_size for e in entries for k in ("image", "label", "instances") if e.get(k))
+    available = available_memory_bytes()
+    mapped = needed > CACHE_MEMORY_SHARE * available
+    if mapped:
+        logger.warning(
+            "train.cache=auto: the %d training cases' arrays need %.1f GiB, more than %.0f%% of the %.1f GiB available: "
+            "memory-mapping them (set train.cache=memory to insist)",
+            len(entries), needed / 2**30, CACHE_MEMORY_SHARE * 100, available / 2**30,
+        )  # fmt: skip
+    return mapped
 
 
 def load_case(manifest: Manifest, entry: dict, mmap: bool = False) -> CaseArrays:

@@ -14,11 +14,10 @@ from pipeline.errors import InvalidInputError
 from pipeline.evaluation.coco import ScoredImage, coco_metrics
 from pipeline.evaluation.figures import save_instance_overlay, save_training_curves
 from pipeline.evaluation.metrics import confusion_matrix, miou_and_pixel_accuracy
-from pipeline.io_utils import write_json_atomic
 from pipeline.modelcard import write_model_card
 from pipeline.tracking.mlflow_run import RunTracker
 from pipeline.training.checkpoint import save_state_dict
-from pipeline.training.finalize import TIMINGS_FILE, model_card, run_summary, write_reports
+from pipeline.training.finalize import TIMINGS_FILE, model_card, run_summary, write_plot_files, write_reports
 from pipeline.training.run import TrainingRun
 
 OVERLAY_SCORE = 0.5  # overlays show detections from this score
@@ -89,11 +88,7 @@ def finalize_detection(run: TrainingRun, state, tracker: RunTracker, kept_epoch:
     save_state_dict(out_dir / "model.pt", run.bare_model)
     write_model_card(model_card(run, metrics), out_dir / "model_card.json")
     write_reports(reports, metrics, state.history)
-    write_json_atomic(reports / "plots" / "train.json", [{k: h[k] for k in ("epoch", "train_loss", "lr")} for h in state.history])
-    keys = ("epoch", "val_box_ap", "val_mask_ap", "val_mask_ap50", "val_miou")
-    write_json_atomic(
-        reports / "plots" / "validation.json", [{k: h[k] for k in keys} for h in state.history if "val_mask_ap" in h]
-    )
+    write_plot_files(state.history, reports / "plots", ("val_box_ap", "val_mask_ap", "val_mask_ap50", "val_miou"))
     figures = [reports / "details" / "curves.png"]
     save_training_curves(figures[0], state.history, score="ap")
     registry = LabelRegistry.from_mapping(run.manifest.labels)

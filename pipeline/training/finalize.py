@@ -71,7 +71,7 @@ def finalize(run: TrainingRun, state, tracker: RunTracker, kept_epoch: int, test
         tracker.set_tags({"postprocessing": str(decision)})
     write_model_card(model_card(run, metrics, postprocessing=decision), out_dir / "model_card.json")
     write_reports(reports, metrics, state.history)
-    write_plot_files(state.history, reports / "plots")
+    write_plot_files(state.history, reports / "plots", dice_keys(state.history))
     figures = write_figures(run, state.history, reports / "details")
     tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("test_")}, step=state.epoch)
     with atomic_path(reports / "details" / "config.yaml") as tmp:
@@ -125,24 +125,34 @@ def run_summary(model: str, state, kept_epoch: int, weights: str) -> dict:
 def write_reports(reports: Path, metrics: dict, history: list[dict]) -> None:
     """``metrics.json`` and ``details/history.json`` without the clock's figures, and those figures (the run's and each
     epoch's) in ``timings.json`` (``TIMING_KEYS``); every training task ends here."""
-    write_json_atomic(reports / "metrics.json", without_timings(metrics))
-    write_json_atomic(reports / "details" / "history.json", [without_timings(h) for h in history])
-    epochs = [{"epoch": h["epoch"], **{k: v for k, v in h.items() if k in TIMING_KEYS}} for h in history]
-    write_json_atomic(reports / TIMINGS_FILE, {**{k: v for k, v in metrics.items() if k in TIMING_KEYS}, "epochs": epochs})
+    run_record, run_timings = split_timings(metrics)
+    epochs = [split_timings(h) for h in history]
+    write_json_atomic(reports / "metrics.json", run_record)
+    write_json_atomic(reports / "details" / "history.json", [record for record, _ in epochs])
+    epoch_timings = [{"epoch": record["epoch"], **timings} for record, timings in epochs]
+    write_json_atomic(reports / TIMINGS_FILE, {**run_timings, "epochs": epoch_timings})
 
 
-def without_timings(record: dict) -> dict:
-    """``record`` without what a clock measured (``TIMING_KEYS``)."""
-    return {k: v for k, v in record.items() if k not in TIMING_KEYS}
+def split_timings(record: dict) -> tuple[dict, dict]:
+    """``(record without what a clock measured, those figures)``: the keys in ``TIMING_KEYS`` go to the second."""
+    return {k: v for k, v in record.items() if k not in TIMING_KEYS}, {k: v for k, v in record.items() if k in TIMING_KEYS}
 
 
-def write_plot_files(history: list[dict], folder: Path) -> None:
-    """Per-epoch series for ``dvc plots``: ``train.json`` (every epoch) and ``validation.json`` (validated epochs)."""
-    write_json_atomic(folder / "train.json", [{k: h[k] for k in ("epoch", "train_loss", "lr")} for h in history])
-    validated = [
-        {k: v for k, v in h.items() if k == "epoch" or k.startswith("val_dice_")} for h in history if "val_dice_mean" in h
-    ]
+def write_plot_files(
+    history: list[dict], folder: Path, validation_keys: tuple[str, ...], train_keys: tuple[str, ...] = ("train_loss", "lr")
+) -> None:
+    """Per-epoch series for ``dvc plots``: ``train.json`` (``epoch`` and ``train_keys`` of every epoch) and
+    ``validation.json`` (``epoch`` and ``validation_keys`` of the epochs that have the first of them). Every record of
+    a file has the same keys: ``dvc plots`` cannot draw records with missing fields."""
+    write_json_atomic(folder / "train.json", [{k: h[k] for k in ("epoch", *train_keys)} for h in history])
+    validated = [{k: h[k] for k in ("epoch", *validation_keys)} for h in history if validation_keys[0] in h]
     write_json_atomic(folder / "validation.json", validated)
+
+
+def dice_keys(history: list[dict]) -> tuple[str, ...]:
+    """The ``val_dice_*`` keys of the first validated epoch, in its order (mean first)."""
+    first = next((h for h in history if "val_dice_mean" in h), {"val_dice_mean": None})
+    return tuple(k for k in first if k.startswith("val_dice_"))
 
 
 def model_card(run: TrainingRun, metrics: dict, **extra) -> ModelCard:
@@ -243,13 +253,7 @@ def finalize_pretraining(run: TrainingRun, state, tracker: RunTracker, kept_epoc
     transfer = f"encoder.pt loads into a model.name={run.cfg.model.encoder} network with the same topology (train.init_from)"
     write_model_card(model_card(run, metrics, transfer=transfer), out_dir / "model_card.json")
     write_reports(reports, metrics, state.history)
-    # one file per series, every record with the same keys (dvc plots cannot draw records with missing fields)
-    write_json_atomic(
-        reports / "plots" / "train.json", [{"epoch": h["epoch"], "train_loss": h["train_loss"]} for h in state.history]
-    )
-    validated = [{"epoch": h["epoch"], "val_reconstruction_mse": h["val_reconstruction_mse"]} for h in state.history
-                 if "val_reconstruction_mse" in h]  # fmt: skip
-    write_json_atomic(reports / "plots" / "validation.json", validated)
+    write_plot_files(state.history, reports / "plots", ("val_reconstruction_mse",), train_keys=("train_loss",))
     grid = reports / "details" / "reconstructions.png"
     write_reconstruction_grid(run, grid)
     save_training_curves(reports / "details" / "curves.png", state.history)

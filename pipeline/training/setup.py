@@ -29,6 +29,7 @@ from pipeline.training.data import (
     load_case,
     read_manifest,
     split_train_val,
+    use_mmap,
 )
 from pipeline.training.distributed import DistContext, init_distributed
 from pipeline.training.losses import SegmentationLoss, unet_border_weight_map
@@ -114,7 +115,8 @@ def build_run(cfg: PipelineConfig) -> TrainingRun:
     if t.labelled_cases is not None and task.needs_labels:
         keep = np.random.default_rng(cfg.base.seed + 1).permutation(len(train_entries))[: t.labelled_cases]
         train_entries = [train_entries[i] for i in sorted(keep)]
-    cases = [load_case(manifest, e, mmap=t.cache == "mmap") for e in train_entries]
+    mmap = use_mmap(t.cache, manifest, train_entries)
+    cases = [load_case(manifest, e, mmap=mmap) for e in train_entries]
     in_channels = network_input_channels(len(manifest.modalities), cfg.model.context_slices)
     model = build_model(cfg.model, in_channels, manifest.num_classes).to(device)
     if t.channels_last and device.type == "cuda":

@@ -311,3 +311,30 @@ def test_prefetching_batches_in_a_thread_trains_bit_identical_weights(tiny_prepr
         train_model(cfg)
         weights.append(torch.load(tmp_path / str(depth) / "model" / "model.pt", weights_only=True))
     assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_cache_auto_maps_the_arrays_when_memory_is_short_and_trains_the_same_weights(tiny_preprocessed, tmp_path, monkeypatch):
+    from pipeline.training import data as data_module
+
+    manifest = data_module.read_manifest(tiny_preprocessed)
+    entries = [e for e in manifest.cases if e.get("label")]
+    size = sum((manifest.root / e[k]).stat().st_size for e in entries for k in ("image", "label"))
+    monkeypatch.setattr(data_module, "available_memory_bytes", lambda: 2.0 * size + 1)
+    assert not data_module.use_mmap("auto", manifest, entries)  # fits in half of what is free
+    monkeypatch.setattr(data_module, "available_memory_bytes", lambda: 2.0 * size - 1)
+    assert data_module.use_mmap("auto", manifest, entries)
+    assert not data_module.use_mmap("memory", manifest, entries) and data_module.use_mmap("mmap", manifest, entries)
+
+    from pipeline.training import setup as setup_module
+
+    monkeypatch.setattr(data_module, "available_memory_bytes", lambda: 1.0)  # nothing fits: auto maps every array
+    mapped, load = [], setup_module.load_case
+    monkeypatch.setattr(setup_module, "load_case", lambda m, e, mmap: mapped.append(mmap) or load(m, e, mmap=mmap))
+    weights = []
+    for cache in ("memory", "auto"):
+        cfg = tiny_train_config(tiny_preprocessed, tmp_path / cache, train={"cache": cache}, tracking={"enabled": False})
+        train_model(cfg)
+        weights.append(torch.load(tmp_path / cache / "model" / "model.pt", weights_only=True))
+    half = len(mapped) // 2
+    assert half > 0 and mapped == [False] * half + [True] * half
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
