@@ -203,8 +203,8 @@ def small_organs(image: np.ndarray, large: list[np.ndarray], ellipsoid, rng) -> 
 
 def chest(grid, centre, body_radius, image: np.ndarray, rng) -> np.ndarray:
     """The label map of one ``lung`` case, drawing a chest into ``image`` (HU, in place) over the abdomen's organs
-    (the lungs cover what they overlap): two lungs, vessels through them (tubes along the third axis and sideways branches) and one or two nodules
-    (label 1) centred in a lung."""
+    (the lungs cover what they overlap): two lungs, vessels through them (tubes along the third axis and sideways
+    branches) and one or two nodules (label 1) centred in a lung."""
     lungs = np.zeros(image.shape, bool)
     for side in (-1, 1):
         where = centre + np.array([side * rng.uniform(65, 80), rng.uniform(-5, 5), 0])
