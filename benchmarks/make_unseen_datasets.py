@@ -217,7 +217,7 @@ def chest(grid, centre, body_radius, image: np.ndarray, rng) -> np.ndarray:
     for _ in range(int(rng.integers(8, 14))):
         start = grid.reshape(-1, 3)[inside[rng.integers(len(inside))]]
         axes = [0, 1] if rng.uniform() < 0.6 else [1, 2]  # along the body's long axis, or a branch across it
-        vessels |= (((grid[..., axes] - start[axes]) ** 2).sum(-1) < rng.uniform(1.5, 4.0) ** 2)
+        vessels |= ((grid[..., axes] - start[axes]) ** 2).sum(-1) < rng.uniform(1.5, 4.0) ** 2
     image[vessels & lungs] = CT_TISSUE["muscle"]
     label = np.zeros(image.shape, np.uint8)
     for _ in range(int(rng.integers(1, 3))):
